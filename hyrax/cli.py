@@ -1,0 +1,33 @@
+"""`hyrax-run`: compose the config with Hydra and hand it to the API."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from hyrax import report
+from hyrax.config import PRIMARY_CONFIG, builtin_dir, register_configs
+
+
+def _task(cfg: DictConfig) -> Any:
+    from hyrax.api import run
+
+    return run(cfg)
+
+
+def main() -> None:
+    """Entry point of the `hyrax-run` console script."""
+    register_configs()
+    # Hydra reports failures itself with exit code 1; ours tells bad input (exit 2) from crashes.
+    import hydra._internal.utils as hydra_utils
+
+    hydra_utils.run_and_report = report.run_and_report
+    task = hydra.main(version_base="1.3", config_path=str(builtin_dir("conf")), config_name=PRIMARY_CONFIG)
+    task(_task)()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The config schema (dataclasses in Hydra's ConfigStore) and where Hyrax finds its config files.
+
+Groups `model`, `data_set`, `criterion`, `optimizer` and `scheduler` hold a `_target_` class and its
+constructor arguments, so they are open mappings; `train`, `mlflow` and `trial` are typed and closed,
+so a wrong type or an unknown key fails when Hydra composes the config.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+PRIMARY_CONFIG = "config"
+COMPONENT_GROUPS = ("model", "data_set", "criterion", "optimizer", "scheduler")
+
+
+@dataclass
+class SplitConfig:
+    """Fractions of the data set used for each split (they need not sum to 1)."""
+
+    train: float = 0.8
+    validate: float = 0.1
+    test: float = 0.1
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop when `monitor` has not improved for `patience` epochs; patience null turns it off."""
+
+    monitor: str = "val/loss"
+    mode: str = "min"
+    patience: Optional[int] = None
+    min_delta: float = 0.0
+
+
+@dataclass
+class CheckpointConfig:
+    """Which checkpoints a run writes into `<run dir>/checkpoints/`."""
+
+    save_last: bool = True
+    save_best: bool = True
+    every_n_epochs: int = 1
+
+
+@dataclass
+class ObjectiveConfig:
+    """The metric(s) a run returns to a sweeper, and whether lower or higher is better."""
+
+    metric: Any = "val/loss"
+    direction: Any = "minimize"
+
+
+@dataclass
+class TrainConfig:
+    """How the training loop runs."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    device: str = "auto"
+    seed: int = 42
+    deterministic: bool = False
+    num_workers: int = 0
+    split: SplitConfig = field(default_factory=SplitConfig)
+    grad_clip: Optional[float] = None
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    resume: str = "none"
+    log_every_n_steps: int = 50
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    progress: Optional[bool] = None
+    compile: bool = False
+
+
+@dataclass
+class MlflowConfig:
+    """Where and how runs are tracked. `tracking_uri` null means MLFLOW_TRACKING_URI or ./mlflow.db."""
+
+    enabled: bool = True
+    tracking_uri: Optional[str] = None
+    experiment: str = "hyrax"
+    run_name: Optional[str] = None
+    log_checkpoint: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+    parent_run_id: Optional[str] = None
+
+
+@dataclass
+class TrialConfig:
+    """Set by the Optuna sweeper so that a job can report to its trial (for pruning)."""
+
+    study_name: Optional[str] = None
+    storage: Optional[str] = None
+    number: Optional[int] = None
+    pruner: Any = None
+
+
+@dataclass
+class HyraxConfig:
+    """The whole run configuration."""
+
+    verb: str = "train"
+    ckpt_path: Optional[str] = None
+    model: Any = None
+    data_set: Any = None
+    criterion: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    trial: TrialConfig = field(default_factory=TrialConfig)
+
+
+def register_configs() -> None:
+    """Put the schemas into Hydra's ConfigStore and register Hyrax's resolvers (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="hyrax_schema", node=HyraxConfig)
+    if not OmegaConf.has_resolver("hyrax.uid"):
+        OmegaConf.register_new_resolver("hyrax.uid", _unique_suffix, use_cache=True)
+
+
+def _unique_suffix() -> str:
+    """A short random suffix so that two runs started in the same second never share a directory."""
+    return f"{os.getpid() % 100000:05d}{secrets.token_hex(2)}"
+
+
+def builtin_dir(name: str) -> Path:
+    """The shipped `conf` or `sweeps` folder: inside the package when installed, else at the repo root."""
+    package_dir = Path(__file__).resolve().parent
+    installed = package_dir / name
+    return installed if installed.is_dir() else package_dir.parent / name
+
+
+def user_dir(name: str) -> Optional[Path]:
+    """The user's own `conf` or `sweeps` folder in the working directory, when there is one."""
+    candidate = Path.cwd() / name
+    return candidate if candidate.is_dir() else None

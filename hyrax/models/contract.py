@@ -1,0 +1,92 @@
+"""Building a user's model and calling it the way the Hyrax model contract describes.
+
+Current Hyrax releases renamed some methods; both spellings work: `train_step`/`train_batch`,
+`to_tensor`/`prepare_inputs`, and `infer_batch` for inference.
+"""
+
+from __future__ import annotations
+
+import inspect
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+from torch import nn
+
+from hyrax.errors import HyraxError
+
+TRAIN_STEP_NAMES = ("train_step", "train_batch")
+TO_TENSOR_NAMES = ("to_tensor", "prepare_inputs")
+INFER_NAMES = ("infer_batch",)
+VALIDATE_NAMES = ("validate_step",)
+
+
+def find_method(obj: Any, names: tuple[str, ...]) -> Optional[Callable[..., Any]]:
+    """The first of `names` that `obj` (a model or model class) defines itself, not nn.Module."""
+    for name in names:
+        method = getattr(obj, name, None)
+        if callable(method) and not hasattr(nn.Module, name):
+            return method
+    return None
+
+
+def read_only(value: Any) -> Any:
+    """A nested read-only view of a plain config dict, as models receive it in `config`."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: read_only(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(read_only(v) for v in value)
+    return value
+
+
+def constructor_kwargs(cls: type, params: Mapping[str, Any], injected: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments to call `cls` with: injected values its signature names, then config params.
+
+    Config keys the constructor does not name stay in the config for the class to read; a missing
+    required value (`???` in the config) is reported as an error naming the key.
+    """
+    signature = inspect.signature(cls)
+    accepts_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
+    kwargs = {k: v for k, v in injected.items() if k in signature.parameters}
+    for key, value in params.items():
+        if key in signature.parameters or accepts_any:
+            kwargs.setdefault(key, value)
+    return kwargs
+
+
+def check_required(group: str, params: Mapping[str, Any]) -> None:
+    """Fail with the key and the fix when a required constructor parameter was never given."""
+    missing = [k for k, v in params.items() if v == "???"]
+    if missing:
+        key = f"{group}.{missing[0]}"
+        raise HyraxError(f"required parameter '{missing[0]}' has no value", key=key,
+                         fix=f"add {key}=VALUE to the command line (or to your {group} config)")
+
+
+def build_model(cls: type, params: Mapping[str, Any], config: Mapping[str, Any], data_sample: Any) -> nn.Module:
+    """Construct a model from its config, passing `config`, `data_sample` or `shape` when asked for."""
+    check_required("model", params)
+    x = data_sample[0] if isinstance(data_sample, (tuple, list)) else data_sample
+    injected = {"config": read_only(config), "data_sample": data_sample,
+                "shape": tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else None}
+    model = cls(**constructor_kwargs(cls, params, injected))
+    if not isinstance(model, nn.Module):
+        raise HyraxError(f"{cls.__qualname__} is not a torch.nn.Module", key="model",
+                         fix="subclass torch.nn.Module in your model class")
+    return model
+
+
+def loss_value(result: Any, model: nn.Module) -> torch.Tensor | float:
+    """The `"loss"` of a train_step result: a tensor, a float or a per-item list (averaged)."""
+    if not isinstance(result, Mapping) or "loss" not in result:
+        name = type(model).__qualname__
+        raise HyraxError(f"{name}.train_step returned {type(result).__name__} without a 'loss' key",
+                         key="model", fix=f"return a dict like {{'loss': loss}} from {name}.train_step")
+    loss = result["loss"]
+    if isinstance(loss, (list, tuple)):
+        values = [v.detach().float().mean() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+                  for v in loss]
+        return torch.stack(values).mean() if values else torch.tensor(float("nan"))
+    if isinstance(loss, torch.Tensor) and loss.numel() > 1:
+        return loss.detach().float().mean()
+    return loss

@@ -1,0 +1,112 @@
+"""How a failed run is reported: one clear message for bad input, a trimmed traceback for user code."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from hyrax.errors import HyraxError
+
+_OUR_PACKAGES = ("hyrax", "hydra", "omegaconf", "hydra_plugins")
+
+
+def full_error_requested() -> bool:
+    """True when the user asked for complete tracebacks, as Hydra's users do."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def run_and_report(func: Callable[[], Any]) -> Any:
+    """Run `func`; on failure print one message (bad input, exit 2) or the user's traceback (exit 1)."""
+    try:
+        return func()
+    except Exception as ex:  # noqa: BLE001 - this is the top-level reporter
+        if full_error_requested():
+            raise
+        user_error = as_user_error(ex)
+        if user_error is not None:
+            sys.stderr.write(user_error.render() + "\n")
+            sys.exit(HyraxError.exit_code)
+        print_user_traceback(ex)
+        sys.exit(1)
+
+
+def as_user_error(ex: BaseException) -> Optional[HyraxError]:
+    """The HyraxError behind `ex`, or one made from a config composition error; None for code crashes."""
+    seen: set[int] = set()
+    cause: Optional[BaseException] = ex
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, HyraxError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return _from_config_error(ex)
+
+
+def _from_config_error(ex: BaseException) -> Optional[HyraxError]:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(ex, (HydraException, OmegaConfBaseException)):
+        return None
+    inner = ex.__cause__ if isinstance(ex.__cause__, OmegaConfBaseException) else ex
+    key = getattr(inner, "full_key", None) or _key_from_text(str(ex))
+    text = _first_lines(str(ex)) + ("" if inner is ex else "\n" + _first_lines(str(inner)))
+    return HyraxError(text, key=key, fix=_fix_for(text, key))
+
+
+def _key_from_text(text: str) -> Optional[str]:
+    match = re.search(r"override '([^']+)'|override ([\w./]+)=|Could not find '([^']+)'", text)
+    return next((g for g in match.groups() if g), None) if match else None
+
+
+def _first_lines(text: str, limit: int = 6) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.strip().startswith(
+        ("object_type", "reference_type", "child_node", "ref_type"))]
+    return "\n".join(lines[:limit])
+
+
+def _fix_for(text: str, key: Optional[str]) -> str:
+    if "not in struct" in text or "Key not in config" in text or "No match in config" in text:
+        return _unknown_key_fix(key)
+    if "could not be converted" in text or "Value '" in text:
+        return f"give {key} a value of the type its schema expects (see `hyrax-run --cfg job`)"
+    if "Could not find" in text:
+        return "pick one of the available options listed above, or a dotted class path"
+    return "correct the override; `hyrax-run --cfg job` prints the whole composed config"
+
+
+def _unknown_key_fix(key: Optional[str]) -> str:
+    if not key:
+        return "check the key's spelling; `hyrax-run --cfg job` lists every key"
+    from hyrax.config import HyraxConfig
+    from omegaconf import OmegaConf
+
+    section, _, leaf = key.rpartition(".")
+    try:
+        node = OmegaConf.select(OmegaConf.structured(HyraxConfig), section) if section else None
+        known = list(node.keys()) if node is not None and hasattr(node, "keys") else []
+    except Exception:  # noqa: BLE001 - suggestions are a courtesy
+        known = []
+    close = difflib.get_close_matches(leaf, known, n=3)
+    hint = f" Did you mean {', '.join(f'{section}.{c}' for c in close)}?" if close else ""
+    return f"'{key}' is not a known key.{hint} To add a new key on purpose use +{key}=VALUE."
+
+
+def print_user_traceback(ex: BaseException) -> None:
+    """Print the traceback of a crash in user code with Hyrax's and Hydra's own frames left out."""
+    frames = [f for f in traceback.extract_tb(ex.__traceback__) if not _is_ours(f.filename)]
+    sys.stderr.write("Traceback (most recent call last, Hyrax and Hydra frames hidden):\n")
+    sys.stderr.write("".join(traceback.format_list(frames)))
+    sys.stderr.write("".join(traceback.format_exception_only(type(ex), ex)))
+    sys.stderr.write("\nSet HYDRA_FULL_ERROR=1 for the complete stack trace.\n")
+
+
+def _is_ours(filename: str) -> bool:
+    parts = Path(filename).parts
+    return any(p in _OUR_PACKAGES for p in parts[-3:-1]) or "/hydra/" in filename
+

@@ -1,0 +1,166 @@
+"""MLflow tracking of one job, kept off the training loop's hot path.
+
+MLflow is imported and the store opened in a background thread while the data and model are built;
+metrics are buffered and written with `log_batch` from that same thread, so a step never waits on
+the store (a synchronous `log_metric` costs more than a small model's whole step).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from hyrax.errors import HyraxError
+
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+MAX_PARAM_LENGTH = 6000
+
+
+def tracking_uri(configured: Optional[str], launch_dir: Path) -> str:
+    """MLFLOW_TRACKING_URI when set, else the configured URI, else `sqlite:///<launch dir>/mlflow.db`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or configured or f"sqlite:///{launch_dir.resolve()}/mlflow.db"
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """A nested config as `a.b.c -> value` strings, as MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+class Tracker:
+    """One MLflow run: started in the background, fed buffered metrics, ended with a status."""
+
+    def __init__(self, uri: str, experiment: str, launch_dir: Path) -> None:
+        self.uri, self.experiment, self.launch_dir = uri, experiment, launch_dir
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hyrax-mlflow")
+        self._buffer: list[Any] = []
+        self._started: Optional[Future] = None
+        self._pending: list[Future] = []
+        self.client: Any = None
+
+    def start(self, run_name: Optional[str], params: Mapping[str, str], tags: Mapping[str, str],
+              resume_run_id: Optional[str] = None) -> None:
+        """Open the store and create (or reopen) the run, without waiting for it."""
+        self._started = self._pool.submit(self._start, run_name, dict(params), dict(tags), resume_run_id)
+
+    @property
+    def run_id(self) -> str:
+        """The run's id; waits for the store to open and reports a store that cannot be used."""
+        assert self._started is not None, "start() first"
+        try:
+            return self._started.result()
+        except HyraxError:
+            raise
+        except Exception as err:
+            raise HyraxError(f"cannot use the MLflow store at {self.uri}: {err}", key="mlflow.tracking_uri",
+                             fix="check mlflow.tracking_uri / MLFLOW_TRACKING_URI, or set mlflow.enabled=false"
+                             ) from err
+
+    def _start(self, run_name: Optional[str], params: dict[str, str], tags: dict[str, str],
+               resume_run_id: Optional[str]) -> str:
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=self.uri)
+        if resume_run_id:
+            self.client.update_run(resume_run_id, status="RUNNING")
+            return resume_run_id
+        run = self.client.create_run(self._experiment_id(), run_name=run_name, tags=tags)
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run.info.run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
+        return run.info.run_id
+
+    def _experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:"):
+            location = (self.launch_dir.resolve() / "mlartifacts").as_uri()
+        try:
+            return self.client.create_experiment(self.experiment, artifact_location=location)
+        except Exception:  # another job created it between our two calls
+            found = self.client.get_experiment_by_name(self.experiment)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Buffer metrics for `step`; they are written at the next flush."""
+        now = int(time.time() * 1000)
+        self._buffer.extend((k, float(v), now, step) for k, v in metrics.items())
+        if len(self._buffer) >= MAX_METRICS_PER_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the buffered metrics to the background writer."""
+        if self._buffer:
+            batch, self._buffer = self._buffer, []
+            self._pending.append(self._pool.submit(self._write_metrics, batch))
+
+    def _write_metrics(self, batch: list[tuple[str, float, int, int]]) -> None:
+        from mlflow.entities import Metric
+
+        metrics = [Metric(k, v, t, s) for k, v, t, s in batch]
+        for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[i:i + MAX_METRICS_PER_BATCH])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set run tags (in the background)."""
+        self._pending.append(self._pool.submit(
+            lambda: [self.client.set_tag(self.run_id, k, str(v)[:5000]) for k, v in tags.items()]))
+
+    def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
+        """Copy a file into the run's artifacts (in the background)."""
+        self._pending.append(self._pool.submit(
+            lambda: self.client.log_artifact(self.run_id, str(path), artifact_path)))
+
+    def finish(self, status: str) -> None:
+        """Write everything still buffered, set FINISHED / FAILED / KILLED and wait for the writer."""
+        self.flush()
+        self._pending.append(self._pool.submit(lambda: self.client.set_terminated(self.run_id, status)))
+        errors = [f.exception() for f in self._pending if f.exception() is not None]
+        self._pool.shutdown(wait=True)
+        if errors:
+            raise HyraxError(f"MLflow logging failed: {errors[0]}", key="mlflow.tracking_uri",
+                             fix="check the MLflow store; the training results are in the run directory")
+
+
+class NullTracker(Tracker):
+    """Tracking switched off (`mlflow.enabled=false`): every call does nothing."""
+
+    def __init__(self) -> None:  # noqa: D107 - nothing to set up
+        pass
+
+    def start(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    @property
+    def run_id(self) -> str:
+        return ""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        return None
+
+    def flush(self) -> None:
+        return None
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        return None
+
+    def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
+        return None
+
+    def finish(self, status: str) -> None:
+        return None

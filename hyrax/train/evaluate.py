@@ -1,0 +1,84 @@
+"""Evaluating a model on batches (loss, accuracy, or the model's own `validate_step`) and predicting."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from hyrax.models.contract import INFER_NAMES, VALIDATE_NAMES, find_method
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move a batch (a tensor or a tuple of tensors) to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(b, device) for b in batch)
+    return batch
+
+
+def inputs_and_labels(batch: Any) -> tuple[Any, Optional[torch.Tensor]]:
+    """Split a model-ready batch into inputs and labels (None for unlabeled data)."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1]
+    return batch, None
+
+
+def is_classification(output: torch.Tensor, labels: Optional[torch.Tensor]) -> bool:
+    """Class-index labels against per-class scores: accuracy makes sense."""
+    return labels is not None and not torch.is_floating_point(labels) and output.dim() == labels.dim() + 1
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[Any], device: torch.device) -> dict[str, float]:
+    """Mean metrics over `batches`: the model's `validate_step` results, else loss and accuracy."""
+    model.eval()
+    validate_step = find_method(model, VALIDATE_NAMES)
+    totals: dict[str, float] = {}
+    count = 0
+    for batch in batches:
+        batch = to_device(batch, device)
+        metrics = _step_metrics(model, batch, validate_step)
+        n = len(inputs_and_labels(batch)[0])
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0.0) + value * n
+        count += n
+    model.train()
+    return {k: v / count for k, v in totals.items()} if count else {}
+
+
+def _step_metrics(model: nn.Module, batch: Any, validate_step: Any) -> dict[str, float]:
+    if validate_step is not None:
+        return {k: _scalar(v) for k, v in validate_step(batch).items()}
+    x, y = inputs_and_labels(batch)
+    if y is None or getattr(model, "criterion", None) is None:
+        return {}
+    output = model(x)
+    metrics = {"loss": float(model.criterion(output, y))}
+    if is_classification(output, y):
+        metrics["accuracy"] = float((output.argmax(dim=-1) == y).float().mean())
+    return metrics
+
+
+def _scalar(value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        return float(value.detach().float().mean())
+    if isinstance(value, (list, tuple)):
+        return float(np.mean([_scalar(v) for v in value]))
+    return float(value)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Iterable[Any], device: torch.device) -> np.ndarray:
+    """The model's outputs for every batch, in order (`infer_batch` when the model has one)."""
+    model.eval()
+    infer = find_method(model, INFER_NAMES)
+    outputs = []
+    for batch in batches:
+        batch = to_device(batch, device)
+        result = infer(batch) if infer is not None else model(inputs_and_labels(batch)[0])
+        outputs.append(torch.as_tensor(result).detach().cpu().numpy())
+    return np.concatenate(outputs) if outputs else np.empty((0,))

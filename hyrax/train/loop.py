@@ -1,0 +1,205 @@
+"""The training loop: one plain epoch loop with validation, checkpoints, early stopping and pruning."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from hyrax.errors import NonFiniteLossError
+from hyrax.models.contract import TRAIN_STEP_NAMES, find_method, loss_value
+from hyrax.train import checkpoint
+from hyrax.train.evaluate import evaluate, inputs_and_labels, to_device
+
+log = logging.getLogger("hyrax")
+
+
+@dataclass
+class LoopState:
+    """Where a run stands: saved in every checkpoint so a resumed run continues exactly."""
+
+    epoch: int = 0
+    step: int = 0
+    best: Optional[float] = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    best_metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Loop:
+    """Everything the loop needs; built by `hyrax.train.run`."""
+
+    model: nn.Module
+    batches: dict[str, Any]
+    device: torch.device
+    train_cfg: dict[str, Any]
+    run_dir: Path
+    tracker: Any
+    extra_state: dict[str, Any]
+    progress: bool
+    on_epoch_end: Optional[Callable[[int, dict[str, float]], None]] = None
+    state: LoopState = field(default_factory=LoopState)
+
+    def fit(self) -> LoopState:
+        """Train until `train.epochs`, early stopping, or the trial is pruned; returns the final state."""
+        monitor, mode = self._monitor()
+        for epoch in range(self.state.epoch, self.train_cfg["epochs"]):
+            self.batches["train"].set_epoch(epoch)
+            metrics = self._train_epoch(epoch)
+            metrics.update({f"val/{k}": v for k, v in evaluate(self.model, self.batches["validate"],
+                                                                self.device).items()})
+            self._step_scheduler(metrics.get(monitor))
+            improved = self._judge(metrics, monitor, mode)
+            self.state.epoch = epoch + 1
+            self.tracker.log_metrics(metrics, self.state.step)
+            self.tracker.flush()
+            self._save_checkpoints(improved)
+            log.info("epoch %d/%d  %s", epoch + 1, self.train_cfg["epochs"], _fmt(metrics))
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch, metrics)
+            if self._should_stop():
+                log.info("early stopping: %s has not improved for %d epochs", monitor, self.state.bad_epochs)
+                break
+        return self.state
+
+    def _monitor(self) -> tuple[str, str]:
+        stopping = self.train_cfg["early_stopping"]
+        monitor, mode = stopping["monitor"], stopping["mode"]
+        if monitor.startswith("val/") and len(self.batches["validate"]) == 0:
+            log.warning("no validate split: judging the best checkpoint on train/loss instead of %s", monitor)
+            return "train/loss", "min"
+        return monitor, mode
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        model, cfg = self.model, self.train_cfg
+        train_step = find_method(model, TRAIN_STEP_NAMES)
+        every = max(1, cfg["log_every_n_steps"])
+        total, count, window, window_n, samples = 0.0, 0, 0.0, 0, 0
+        extras: dict[str, float] = {}
+        started = time.perf_counter()
+        bar = tqdm(self.batches["train"], desc=f"epoch {epoch + 1}", disable=not self.progress,
+                   leave=False, dynamic_ncols=True)
+        model.train()
+        for batch in bar:
+            batch = to_device(batch, self.device)
+            if train_step is None:
+                loss = self._default_step(batch)
+            else:
+                result = train_step(batch)
+                loss = loss_value(result, model)
+                for key, value in result.items():
+                    if key != "loss":
+                        extras[key] = float(value.detach().float().mean() if torch.is_tensor(value) else value)
+            value = float(loss)
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"the training loss became {value} at epoch {epoch + 1}, step {self.state.step + 1}",
+                    key="optimizer.lr", fix="lower optimizer.lr, set train.grad_clip, or check the data "
+                    "for NaNs (data_set.nan_mode=zero); checkpoints so far are kept")
+            self.state.step += 1
+            n = len(inputs_and_labels(batch)[0])
+            samples += n
+            total, count, window, window_n = total + value, count + 1, window + value, window_n + 1
+            if self.state.step % every == 0:
+                self.tracker.log_metrics({"train/loss_step": window / window_n,
+                                          **{f"train/{k}": v for k, v in extras.items()}}, self.state.step)
+                bar.set_postfix(loss=f"{window / window_n:.4g}", refresh=False)
+                window, window_n = 0.0, 0
+        seconds = time.perf_counter() - started
+        return {"train/loss": total / max(count, 1), "samples_per_s": samples / max(seconds, 1e-9),
+                "lr": model.optimizer.param_groups[0]["lr"] if model.optimizer is not None else 0.0,
+                **{f"train/{k}": v for k, v in extras.items()}}
+
+    def _default_step(self, batch: Any) -> torch.Tensor:
+        model = self.model
+        x, y = inputs_and_labels(batch)
+        if y is None:
+            from hyrax.errors import HyraxError
+
+            raise HyraxError("the data set has no labels, so the default training step cannot compute a loss",
+                             key="model", fix=f"define train_step(batch) on {type(model).__qualname__}, "
+                             "or use a labeled data set")
+        loss = model.criterion(model(x), y)
+        model.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.train_cfg["grad_clip"]:
+            nn.utils.clip_grad_norm_(model.parameters(), self.train_cfg["grad_clip"])
+        model.optimizer.step()
+        return loss.detach()
+
+    def _step_scheduler(self, monitored: Optional[float]) -> None:
+        scheduler = getattr(self.model, "scheduler", None)
+        if scheduler is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if monitored is not None:
+                scheduler.step(monitored)
+        else:
+            scheduler.step()
+
+    def _judge(self, metrics: dict[str, float], monitor: str, mode: str) -> bool:
+        value = metrics.get(monitor)
+        if value is None:
+            return False
+        delta = self.train_cfg["early_stopping"]["min_delta"]
+        best = self.state.best
+        better = best is None or (value < best - delta if mode == "min" else value > best + delta)
+        if better:
+            self.state.best, self.state.best_epoch, self.state.bad_epochs = value, self.state.epoch, 0
+            self.state.best_metrics = dict(metrics)
+        else:
+            self.state.bad_epochs += 1
+        return better
+
+    def _should_stop(self) -> bool:
+        patience = self.train_cfg["early_stopping"]["patience"]
+        return patience is not None and self.state.bad_epochs >= patience
+
+    def _save_checkpoints(self, improved: bool) -> None:
+        policy = self.train_cfg["checkpoint"]
+        folder = checkpoint.checkpoint_dir(self.run_dir)
+        due = self.state.epoch % max(1, policy["every_n_epochs"]) == 0
+        if not (improved and policy["save_best"]) and not (policy["save_last"] and due):
+            return
+        state = self.snapshot()
+        if improved and policy["save_best"]:
+            checkpoint.save(folder / checkpoint.BEST, state)
+        if policy["save_last"] and due:
+            checkpoint.save(folder / checkpoint.LAST, state)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The checkpoint contents for the current state."""
+        model = self.model
+        scheduler = getattr(model, "scheduler", None)
+        return {
+            "model": model.state_dict(),
+            "optimizer": model.optimizer.state_dict() if model.optimizer is not None else None,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "loop": asdict(self.state),
+            "rng": checkpoint.rng_states(),
+            **self.extra_state,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint made by `snapshot`."""
+        model = self.model
+        model.load_state_dict(state["model"])
+        if state.get("optimizer") and model.optimizer is not None:
+            model.optimizer.load_state_dict(state["optimizer"])
+        scheduler = getattr(model, "scheduler", None)
+        if state.get("scheduler") and scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        self.state = LoopState(**state["loop"])
+        checkpoint.restore_rng(state["rng"])
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())

@@ -1,0 +1,147 @@
+"""A training job from start to finish: tracking, parts, resume, the loop, the final test, the objective."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+
+from hyrax.errors import HyraxError
+from hyrax.tracking import NullTracker, Tracker, flatten, tracking_uri
+from hyrax.train import checkpoint
+from hyrax.train.components import assemble, pick_device, seed_everything
+from hyrax.train.evaluate import evaluate
+from hyrax.train.loop import Loop
+
+log = logging.getLogger("hyrax")
+RUN_INFO = "hyrax_run.json"
+
+
+def make_tracker(config: Mapping[str, Any], launch_dir: Path) -> Tracker:
+    """The MLflow tracker the config asks for (or one that does nothing)."""
+    settings = config["mlflow"]
+    if not settings["enabled"]:
+        return NullTracker()
+    return Tracker(tracking_uri(settings["tracking_uri"], launch_dir), settings["experiment"], launch_dir)
+
+
+def run_tags(config: Mapping[str, Any], run_dir: Path) -> dict[str, str]:
+    """Tags that say what ran where."""
+    tags = {"hyrax.model": str(config["model"]["_target_"]),
+            "hyrax.data_set": str(config["data_set"]["_target_"]),
+            "hyrax.run_dir": str(run_dir.resolve()), **config["mlflow"]["tags"]}
+    if config["mlflow"].get("parent_run_id"):
+        tags["mlflow.parentRunId"] = config["mlflow"]["parent_run_id"]
+    trial = config.get("trial") or {}
+    if trial.get("number") is not None:
+        tags["hyrax.trial_number"] = str(trial["number"])
+    return tags
+
+
+def resolve_resume(config: Mapping[str, Any], run_dir: Path) -> tuple[Path, Optional[dict[str, Any]]]:
+    """The run directory to write to and the checkpoint state to continue from, if any."""
+    source = checkpoint.resume_source(config["train"]["resume"], run_dir)
+    if source is None:
+        return run_dir, None
+    state = checkpoint.load(source)
+    owner = checkpoint.run_dir_of(source)
+    log.info("resuming from %s (after epoch %d)", source, state["loop"]["epoch"])
+    return owner, state
+
+
+def objective(config: Mapping[str, Any], metrics: Mapping[str, float]) -> float | list[float]:
+    """The value(s) a sweeper optimises, read from the final metrics by `train.objective.metric`."""
+    wanted = config["train"]["objective"]["metric"]
+    names = [wanted] if isinstance(wanted, str) else list(wanted)
+    missing = [n for n in names if n not in metrics]
+    if missing:
+        raise HyraxError(f"objective metric '{missing[0]}' was not measured (have: {', '.join(sorted(metrics))})",
+                         key="train.objective.metric", fix="name one of the measured metrics")
+    values = [float(metrics[n]) for n in names]
+    return values[0] if isinstance(wanted, str) else values
+
+
+def train(config: dict[str, Any], run_dir: Path, launch_dir: Path,
+          on_epoch_end: Any = None) -> float | list[float]:
+    """Train the configured model and return its objective; the MLflow run ends FINISHED, FAILED or KILLED."""
+    run_dir, resumed = resolve_resume(config, run_dir)
+    tracker = make_tracker(config, launch_dir)
+    previous_run = (resumed or {}).get("mlflow_run_id") or _recorded_run_id(run_dir, config)
+    tracker.start(config["mlflow"]["run_name"], flatten(config), run_tags(config, run_dir), previous_run)
+    status = "FAILED"
+    try:
+        result = _train(config, run_dir, tracker, resumed, on_epoch_end)
+        status = "FINISHED"
+        return result
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException as err:
+        if type(err).__name__ == "TrialPruned":
+            status = "KILLED"
+            tracker.set_tags({"hyrax.trial_state": "PRUNED"})
+        else:
+            tracker.set_tags({"hyrax.error": f"{type(err).__name__}: {err}"})
+        raise
+    finally:
+        tracker.finish(status)
+
+
+def _recorded_run_id(run_dir: Path, config: Mapping[str, Any]) -> Optional[str]:
+    """A run restarted in the same directory (Slurm requeue) continues its MLflow run."""
+    info = run_dir / RUN_INFO
+    if config["train"]["resume"] == "auto" and info.is_file():
+        return json.loads(info.read_text()).get("mlflow_run_id")
+    return None
+
+
+def _train(config: dict[str, Any], run_dir: Path, tracker: Tracker, resumed: Optional[dict[str, Any]],
+           on_epoch_end: Any) -> float | list[float]:
+    train_cfg = config["train"]
+    seed_everything(train_cfg["seed"], train_cfg["deterministic"])
+    device = pick_device(train_cfg["device"])
+    data, model = assemble(config, device)
+    if train_cfg["compile"]:
+        model = torch.compile(model)  # type: ignore[assignment]
+    run_id = tracker.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_INFO).write_text(json.dumps({"mlflow_run_id": run_id}))
+    progress = train_cfg["progress"] if train_cfg["progress"] is not None else sys.stderr.isatty()
+    loop = Loop(model, data.batches, device, train_cfg, run_dir, tracker,
+                {"config": config, "mlflow_run_id": run_id}, progress, on_epoch_end)
+    if resumed is not None:
+        loop.restore(resumed)
+    state = loop.fit()
+    metrics = dict(state.best_metrics) or {}
+    metrics.update(_final_test(loop, data.batches["test"], run_dir, device))
+    tracker.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")}, state.step)
+    _log_artifacts(config, run_dir, tracker)
+    return objective(config, metrics)
+
+
+def _final_test(loop: Loop, batches: Any, run_dir: Path, device: torch.device) -> dict[str, float]:
+    """Test-split metrics of the best checkpoint (or the final weights when there is none)."""
+    if len(batches) == 0:
+        return {}
+    best = checkpoint.checkpoint_dir(run_dir) / checkpoint.BEST
+    if best.is_file():
+        loop.model.load_state_dict(checkpoint.load(best)["model"])
+        log.info("testing the best checkpoint %s", best)
+    metrics = {f"test/{k}": v for k, v in evaluate(loop.model, batches, device).items()}
+    log.info("test  %s", "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    return metrics
+
+
+def _log_artifacts(config: Mapping[str, Any], run_dir: Path, tracker: Tracker) -> None:
+    for name in ("config.yaml", "overrides.yaml"):
+        for candidate in (run_dir / ".hydra" / name, run_dir / name):
+            if candidate.is_file():
+                tracker.log_artifact(candidate, "config")
+                break
+    best = checkpoint.checkpoint_dir(run_dir) / checkpoint.BEST
+    if config["mlflow"]["log_checkpoint"] and best.is_file():
+        tracker.log_artifact(best, "checkpoints")

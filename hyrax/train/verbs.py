@@ -1,0 +1,105 @@
+"""The verbs besides training: `test` a checkpoint, `infer` predictions, `prepare` a data set."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import torch
+
+from hyrax.data_sets.batches import Batches
+from hyrax.errors import HyraxError
+from hyrax.resolve import locate_target
+from hyrax.train import checkpoint
+from hyrax.train.components import (
+    assemble,
+    build_data_set,
+    model_class,
+    pick_device,
+    prepare_data,
+    seed_everything,
+)
+from hyrax.train.evaluate import evaluate, predict
+
+log = logging.getLogger("hyrax")
+
+
+def trained_model(config: Mapping[str, Any], ckpt_path: Optional[str]) -> tuple[Any, Any, torch.device]:
+    """Data and model with the weights of the named checkpoint, which must match the configured model."""
+    if not ckpt_path:
+        raise HyraxError("no checkpoint named: Hyrax never guesses which weights to use", key="ckpt_path",
+                         fix="add ckpt_path=runs/<run dir> (uses its best checkpoint) or ckpt_path=<file>.pt")
+    source = checkpoint.find(ckpt_path)
+    state = checkpoint.load(source)
+    trained_target = state.get("config", {}).get("model", {}).get("_target_")
+    wanted = config["model"]["_target_"]
+    if trained_target and locate_target("model", trained_target) is not locate_target("model", wanted):
+        raise HyraxError(f"checkpoint {source} holds a {trained_target}, but the config asks for {wanted}",
+                         key="model", fix=f"run with model={trained_target} or another checkpoint")
+    print(f"Using checkpoint {source.resolve()} (trained {state['loop']['epoch']} epochs)")
+    device = pick_device(config["train"]["device"])
+    seed_everything(config["train"]["seed"], False)
+    data, model = assemble(config, device)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise HyraxError(f"checkpoint {source} does not fit the configured model: {str(err).splitlines()[0]}",
+                         key="model", fix="use the model settings the checkpoint was trained with") from err
+    return data, model, device
+
+
+def test(config: Mapping[str, Any], run_dir: Path) -> dict[str, float]:
+    """Metrics of a checkpoint on the test split."""
+    data, model, device = trained_model(config, config.get("ckpt_path"))
+    metrics = {f"test/{k}": v for k, v in evaluate(model, data.batches["test"], device).items()}
+    print("  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    return metrics
+
+
+def infer(config: Mapping[str, Any], run_dir: Path) -> Path:
+    """Predictions of a checkpoint for every item of the data set, saved with their ids as .npy files."""
+    data, model, device = trained_model(config, config.get("ckpt_path"))
+    every = _all_items(config, data)
+    outputs = predict(model, every, device)
+    ids = np.asarray(list(data.data_set.ids()))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    np.save(run_dir / "predictions.npy", outputs)
+    np.save(run_dir / "ids.npy", ids)
+    print(f"Wrote {len(outputs)} predictions to {run_dir.resolve() / 'predictions.npy'} (ids in ids.npy)")
+    return run_dir / "predictions.npy"
+
+
+def _all_items(config: Mapping[str, Any], data: Any) -> Batches:
+    train = data.batches["train"]
+    if isinstance(data.data_set, torch.utils.data.IterableDataset):
+        return Batches(data.data_set, None, config["train"]["batch_size"], False, 0, train.convert,
+                       train.tensors is None, iterable_split=("all", {}))
+    indices = np.arange(len(data.data_set))
+    return Batches(data.data_set, indices, config["train"]["batch_size"], False, 0, train.convert,
+                   train.tensors is None, nan_mode=(config["data_set"] or {}).get("nan_mode"))
+
+
+def prepare(config: Mapping[str, Any], run_dir: Path) -> Any:
+    """Build the data set and describe it: length, one item's structure and the split sizes."""
+    data_set = build_data_set(config)
+    data = prepare_data(config, data_set, model_class(config))
+    length = len(data_set) if hasattr(data_set, "__len__") else "unknown (iterable)"
+    first = next(iter(data_set)) if isinstance(data_set, torch.utils.data.IterableDataset) else data_set[0]
+    print(f"Data set {type(data_set).__qualname__}: {length} items")
+    print(f"One item: {describe(first)}")
+    print("Splits: " + ", ".join(f"{k}={v if v >= 0 else 'streamed'}" for k, v in data.split_sizes.items()))
+    print(f"Model input sample: {describe(data.sample)}")
+    return data_set
+
+
+def describe(item: Any) -> str:
+    """A short structural description of an item: types, shapes and dtypes."""
+    if isinstance(item, (torch.Tensor, np.ndarray)):
+        return f"{type(item).__name__}{tuple(item.shape)} {item.dtype}"
+    if isinstance(item, dict):
+        return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in item.items()) + "}"
+    if isinstance(item, (tuple, list)):
+        return f"{type(item).__name__}(" + ", ".join(describe(v) for v in item) + ")"
+    return type(item).__name__
