@@ -5,14 +5,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig
-
-from hyrax import report
 from hyrax.config import PRIMARY_CONFIG, builtin_dir, register_configs
 
 
-def _task(cfg: DictConfig) -> Any:
+def _task(cfg: Any) -> Any:
     from hyrax.api import run
 
     return run(cfg)
@@ -20,6 +16,15 @@ def _task(cfg: DictConfig) -> Any:
 
 def main() -> None:
     """Entry point of the `hyrax-run` console script."""
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        from hyrax.help import help_text
+
+        print(help_text())
+        return
+    import hydra
+
+    from hyrax import report
+
     register_configs()
     # Hydra reports failures itself with exit code 1; ours tells bad input (exit 2) from crashes.
     import hydra._internal.utils as hydra_utils

@@ -13,9 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
-
 PRIMARY_CONFIG = "config"
 COMPONENT_GROUPS = ("model", "data_set", "criterion", "optimizer", "scheduler")
 
@@ -118,6 +115,9 @@ class HyraxConfig:
 
 def register_configs() -> None:
     """Put the schemas into Hydra's ConfigStore and register Hyrax's resolvers (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
     cs = ConfigStore.instance()
     cs.store(name="hyrax_schema", node=HyraxConfig)
     if not OmegaConf.has_resolver("hyrax.uid"):

@@ -61,14 +61,5 @@ class InMemoryDataset(HyraxDataset, torch.utils.data.Dataset):
         """A whole batch at once (torch's DataLoader calls this when it exists)."""
         return self[torch.as_tensor(indices)]  # type: ignore[index]
 
-    @property
-    def num_outputs(self) -> Optional[int]:
-        """How many outputs a model needs: the class count for integer labels, else the label width."""
-        if self.y is None:
-            return None
-        if not torch.is_floating_point(self.y):
-            return int(self.y.max().item()) + 1
-        return 1 if self.y.dim() == 1 else int(self.y[0].numel())
-
 
 __all__ = ["HyraxDataset", "InMemoryDataset"]

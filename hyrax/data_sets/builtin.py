@@ -22,6 +22,7 @@ class SyntheticClassification(InMemoryDataset):
         y = torch.randint(0, n_classes, (n_samples,), generator=g)
         x = centers[y] + noise * torch.randn(n_samples, n_features, generator=g)
         super().__init__(x, y, config)
+        self.num_classes = n_classes
 
 
 class SyntheticRegression(InMemoryDataset):

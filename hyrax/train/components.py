@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
@@ -21,6 +22,8 @@ from hyrax.models.contract import (
     read_only,
 )
 from hyrax.resolve import RESERVED_KEYS, locate_target
+
+log = logging.getLogger("hyrax")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -118,12 +121,28 @@ def model_class(config: Mapping[str, Any]) -> type:
     return locate_target("model", config["model"]["_target_"])
 
 
+def count_outputs(data: DataParts) -> Optional[int]:
+    """How many outputs a model needs for this data: the data set says, or its labels tell."""
+    for attribute in ("num_outputs", "num_classes", "n_classes"):
+        hint = getattr(data.data_set, attribute, None)
+        if isinstance(hint, int):
+            return hint
+    from hyrax.train.evaluate import inputs_and_labels
+
+    labels = inputs_and_labels(data.sample)[1]
+    if labels is None:
+        return None
+    if torch.is_floating_point(labels):
+        return 1 if labels.dim() == 1 else int(labels[0].numel())
+    log.info("counting classes over the train split (set model.num_outputs to skip this)")
+    return 1 + max(int(inputs_and_labels(batch)[1].max()) for batch in data.batches["train"])
+
+
 def make_model(config: Mapping[str, Any], data: DataParts, device: torch.device) -> nn.Module:
-    """Build the model on a data sample, inferring `num_outputs` from the data set when left null."""
+    """Build the model on a data sample; a null `num_outputs` is filled in from the data."""
     params = component_params(config["model"])
-    hint = getattr(data.data_set, "num_outputs", None)
-    if params.get("num_outputs", "absent") is None and hint is not None:
-        params["num_outputs"] = hint
+    if "num_outputs" in params and params["num_outputs"] is None:
+        params["num_outputs"] = count_outputs(data)
     return build_model(model_class(config), params, config, data.sample).to(device)
 
 

@@ -1,0 +1,32 @@
+# Set-up is part of every target: a missing .venv is created and the project installed into it.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.hyrax-installed
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: demo test bench install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first, from the pinned CPU build, so that nothing later pulls a CUDA build.
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	@echo "== A training run (results in runs/, tracked in ./mlflow.db)"
+	$(VENV)/bin/hyrax-run train.epochs=5
+	@echo "== A small grid sweep (results in multiruns/, one MLflow run per job)"
+	$(VENV)/bin/hyrax-run -m optimizer.lr=0.001,0.01 model.hidden=32,64 train.epochs=3
+	@echo "== Done. Browse the runs with: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/train_throughput.py
+
+clean:
+	rm -rf runs multiruns mlflow.db mlartifacts .pytest_cache

@@ -1,0 +1,232 @@
+"""Structured config schema of the ``hydra/sweeper=optuna`` sweeper.
+
+The schema is a drop-in for the one of the released ``hydra-optuna-sweeper`` 1.2/1.3
+(same keys, same sampler config group ``hydra/sweeper/sampler``), plus ``pruner``
+(config group ``hydra/sweeper/pruner``) and ``enqueue_trials``.
+
+This module is imported by Hydra's plugin scan on every run: it must not import optuna.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+SWEEPER_TARGET = "hydra_plugins.hyrax_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+PROVIDER = "hyrax_optuna_sweeper"
+
+
+@dataclass
+class SamplerConfig:
+    """Base of the sampler configs: any ``optuna.samplers`` class given by ``_target_``."""
+
+    _target_: str = MISSING
+
+
+@dataclass
+class TPESamplerConfig(SamplerConfig):
+    """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.TPESampler.html"""
+
+    _target_: str = "optuna.samplers.TPESampler"
+    seed: Optional[int] = None
+    consider_prior: Optional[bool] = None
+    prior_weight: Optional[float] = None
+    consider_magic_clip: Optional[bool] = None
+    consider_endpoints: Optional[bool] = None
+    n_startup_trials: int = 10
+    n_ei_candidates: int = 24
+    multivariate: bool = False
+    warn_independent_sampling: Optional[bool] = None
+
+
+@dataclass
+class RandomSamplerConfig(SamplerConfig):
+    """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.RandomSampler.html"""
+
+    _target_: str = "optuna.samplers.RandomSampler"
+    seed: Optional[int] = None
+
+
+@dataclass
+class CmaEsSamplerConfig(SamplerConfig):
+    """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.CmaEsSampler.html
+
+    Needs the ``cmaes`` package.
+    """
+
+    _target_: str = "optuna.samplers.CmaEsSampler"
+    seed: Optional[int] = None
+    x0: Optional[Dict[str, Any]] = None
+    sigma0: Optional[float] = None
+    independent_sampler: Optional[Any] = None
+    warn_independent_sampling: bool = True
+    consider_pruned_trials: bool = False
+    restart_strategy: Optional[Any] = None
+    inc_popsize: int = 2
+    use_separable_cma: bool = False
+    source_trials: Optional[Any] = None
+
+
+@dataclass
+class NSGAIISamplerConfig(SamplerConfig):
+    """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.NSGAIISampler.html"""
+
+    _target_: str = "optuna.samplers.NSGAIISampler"
+    seed: Optional[int] = None
+    population_size: int = 50
+    mutation_prob: Optional[float] = None
+    crossover_prob: float = 0.9
+    swapping_prob: float = 0.5
+    constraints_func: Optional[Any] = None
+
+
+@dataclass
+class GridSamplerConfig(SamplerConfig):
+    """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.GridSampler.html
+
+    The grid is built from ``params`` at sweep time (``_partial_`` is kept for compatibility).
+    """
+
+    _target_: str = "optuna.samplers.GridSampler"
+    _partial_: bool = True
+    seed: Optional[int] = None
+
+
+@dataclass
+class QMCSamplerConfig(SamplerConfig):
+    """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.QMCSampler.html"""
+
+    _target_: str = "optuna.samplers.QMCSampler"
+    seed: Optional[int] = None
+    qmc_type: str = "sobol"
+    scramble: bool = False
+    independent_sampler: Optional[Any] = None
+    warn_asynchronous_seeding: bool = True
+    warn_independent_sampling: bool = True
+
+
+@dataclass
+class GPSamplerConfig(SamplerConfig):
+    """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.GPSampler.html
+
+    Needs ``scipy`` and ``torch``.
+    """
+
+    _target_: str = "optuna.samplers.GPSampler"
+    seed: Optional[int] = None
+    independent_sampler: Optional[Any] = None
+    n_startup_trials: int = 10
+    deterministic_objective: bool = False
+    constraints_func: Optional[Any] = None
+    warn_independent_sampling: bool = True
+
+
+@dataclass
+class MedianPrunerConfig:
+    """https://optuna.readthedocs.io/en/stable/reference/generated/optuna.pruners.MedianPruner.html"""
+
+    _target_: str = "optuna.pruners.MedianPruner"
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 0
+    interval_steps: int = 1
+    n_min_trials: int = 1
+
+
+@dataclass
+class HyperbandPrunerConfig:
+    """https://optuna.readthedocs.io/en/stable/reference/generated/optuna.pruners.HyperbandPruner.html"""
+
+    _target_: str = "optuna.pruners.HyperbandPruner"
+    min_resource: int = 1
+    max_resource: Any = "auto"
+    reduction_factor: int = 3
+    bootstrap_count: int = 0
+
+
+@dataclass
+class SuccessiveHalvingPrunerConfig:
+    """https://optuna.readthedocs.io/en/stable/reference/generated/optuna.pruners.SuccessiveHalvingPruner.html"""
+
+    _target_: str = "optuna.pruners.SuccessiveHalvingPruner"
+    min_resource: Any = "auto"
+    reduction_factor: int = 4
+    min_early_stopping_rate: int = 0
+    bootstrap_count: int = 0
+
+
+@dataclass
+class NopPrunerConfig:
+    """A pruner that never prunes (same as ``pruner: null``)."""
+
+    _target_: str = "optuna.pruners.NopPruner"
+
+
+@dataclass
+class OptunaSweeperConf:
+    """Config of ``hydra/sweeper=optuna``; see :class:`hyrax.search.sweeper.OptunaSweep`."""
+
+    _target_: str = SWEEPER_TARGET
+    defaults: List[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": None}])
+    # Sampler and pruner reach the sweeper as configs: it builds them itself and passes the
+    # pruner config on to every job.
+    _recursive_: bool = False
+
+    # Sampling algorithm, a ``_target_`` config (config group hydra/sweeper/sampler).
+    sampler: SamplerConfig = MISSING
+    # "minimize" / "maximize", or a list of them for multi-objective optimization.
+    direction: Any = "minimize"
+    # null: a JournalStorage file in hydra.sweep.dir. A string with "://" is an RDB URL
+    # (e.g. sqlite:///example.db), any other string a journal file path; or a _target_ config.
+    storage: Optional[Any] = None
+    # null: the Hydra job name.
+    study_name: Optional[str] = None
+    # Number of FINISHED trials (complete, pruned or failed) the study should end with.
+    n_trials: int = 20
+    # Number of trials launched together as one batch.
+    n_jobs: int = 2
+    # The sweep stops once more than max_failure_rate * n_trials trials of this run failed.
+    max_failure_rate: float = 0.0
+    # Deprecated upstream form of ``params`` ({name: {type, low, high, log, step, choices}}).
+    search_space: Optional[Dict[str, Any]] = None
+    # {name: override sweep string}, e.g. x: interval(0, 1), y: choice(a, b), z: range(1, 10).
+    params: Optional[Dict[str, Any]] = None
+    # Dotpath to a callable fn(cfg: DictConfig, trial: optuna.trial.Trial) -> None.
+    custom_search_space: Optional[str] = None
+    # Pruner ``_target_`` config (config group hydra/sweeper/pruner), rebuilt in every job.
+    pruner: Optional[Any] = None
+    # Param dicts evaluated first (optuna.Study.enqueue_trial), skipped if already in the study.
+    enqueue_trials: Optional[List[Dict[str, Any]]] = None
+
+
+_SAMPLERS = {
+    "tpe": TPESamplerConfig,
+    "random": RandomSamplerConfig,
+    "cmaes": CmaEsSamplerConfig,
+    "nsgaii": NSGAIISamplerConfig,
+    "grid": GridSamplerConfig,
+    "qmc": QMCSamplerConfig,
+    "gp": GPSamplerConfig,
+}
+_PRUNERS = {
+    "median": MedianPrunerConfig,
+    "hyperband": HyperbandPrunerConfig,
+    "successive_halving": SuccessiveHalvingPrunerConfig,
+    "nop": NopPrunerConfig,
+}
+
+
+def register_configs() -> None:
+    """Store ``hydra/sweeper=optuna`` and its sampler/pruner groups in Hydra's ConfigStore.
+
+    Idempotent; called again late in every run so these entries win over a released
+    ``hydra-optuna-sweeper`` that stores the same names.
+    """
+    cs = ConfigStore.instance()
+    cs.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider=PROVIDER)
+    for name, node in _SAMPLERS.items():
+        cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider=PROVIDER)
+    for name, node in _PRUNERS.items():
+        cs.store(group="hydra/sweeper/pruner", name=name, node=node, provider=PROVIDER)

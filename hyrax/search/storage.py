@@ -1,0 +1,67 @@
+"""Where a study lives, shared by the sweep process and its jobs (possibly on other machines).
+
+A *storage spec* is what the sweeper passes to jobs as ``trial.storage``:
+
+- a string containing ``://``: an RDB URL for ``optuna.storages.RDBStorage``
+  (``sqlite:///relative.db`` is made absolute, since jobs may run in other directories);
+- any other string: a journal file (``JournalStorage(JournalFileBackend(path))``);
+- a mapping with ``_target_``: instantiated by Hydra (e.g. an RDBStorage with engine options).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+StorageSpec = Union[str, Mapping[str, Any]]
+
+JOURNAL_FILE = "optuna.journal"
+_SQLITE = "sqlite:///"
+
+
+def resolve_storage(storage: Any, sweep_dir: Union[str, Path]) -> StorageSpec:
+    """Normalize the ``storage`` setting: null means a journal file in ``sweep_dir``."""
+    storage = _plain(storage)
+    if storage is None:
+        return str(Path(sweep_dir, JOURNAL_FILE).absolute())
+    if isinstance(storage, Mapping):
+        return dict(storage)
+    storage = str(storage)
+    if storage.startswith(_SQLITE) and not storage.startswith(_SQLITE + "/"):
+        path = storage[len(_SQLITE):]
+        return storage if path.startswith(":memory:") else _SQLITE + str(Path(path).absolute())
+    if "://" in storage:
+        return storage
+    return str(Path(storage).absolute())
+
+
+def open_storage(spec: StorageSpec) -> Any:
+    """An Optuna storage (or RDB URL string) for a storage spec."""
+    spec = _plain(spec)
+    if isinstance(spec, Mapping):
+        from hydra.utils import instantiate
+
+        return instantiate(dict(spec))
+    if "://" in spec:
+        return spec
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    os.makedirs(os.path.dirname(spec) or ".", exist_ok=True)
+    return JournalStorage(JournalFileBackend(spec))
+
+
+def describe(spec: StorageSpec) -> str:
+    """Human-readable storage spec for logs."""
+    spec = _plain(spec)
+    if isinstance(spec, Mapping):
+        return str(spec.get("_target_", spec))
+    return spec if "://" in spec else f"journal file {spec}"
+
+
+def _plain(value: Any) -> Any:
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
