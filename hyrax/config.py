@@ -92,7 +92,7 @@ class TrialConfig:
     """Set by the Optuna sweeper so that a job can report to its trial (for pruning)."""
 
     study_name: Optional[str] = None
-    storage: Optional[str] = None
+    storage: Any = None
     number: Optional[int] = None
     pruner: Any = None
 

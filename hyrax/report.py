@@ -66,12 +66,12 @@ def _key_from_text(text: str) -> Optional[str]:
 
 def _first_lines(text: str, limit: int = 6) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.strip().startswith(
-        ("object_type", "reference_type", "child_node", "ref_type"))]
+        ("object_type", "reference_type", "child_node", "ref_type", "full_key", "To append"))]
     return "\n".join(lines[:limit])
 
 
 def _fix_for(text: str, key: Optional[str]) -> str:
-    if "not in struct" in text or "Key not in config" in text or "No match in config" in text:
+    if re.search(r"Key '[^']+' (is )?not in|Key not in config|No match in config", text):
         return _unknown_key_fix(key)
     if "could not be converted" in text or "Value '" in text:
         return f"give {key} a value of the type its schema expects (see `hyrax-run --cfg job`)"

@@ -23,11 +23,17 @@ _SWEEP_GROUP = "sweep"
 
 
 class HyraxSearchPathPlugin(SearchPathPlugin):
-    """Puts the user's `./conf` before the shipped configs, and the `hyrax://` source last."""
+    """Puts the user's `./conf` before the shipped configs, and the `hyrax://` source last.
+
+    Only for Hyrax's own app: other Hydra apps in the same environment are left alone.
+    """
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        from hyrax.config import user_dir
+        from hyrax.config import builtin_dir, user_dir
 
+        ours = os.path.realpath(builtin_dir("conf"))
+        if not any(os.path.realpath(e.path.removeprefix("file://")) == ours for e in search_path.get_path()):
+            return
         user_conf = user_dir("conf")
         if user_conf is not None:
             search_path.prepend(provider="hyrax-user", path=f"file://{user_conf}")

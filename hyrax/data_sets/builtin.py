@@ -108,4 +108,6 @@ class CSVDataSet(InMemoryDataset):
         inputs = [c for c in columns if c != label_column]
         x = np.stack([table[c].astype(np.float32) for c in inputs], axis=1)
         y = table[label_column] if label_column is not None else None
+        if y is not None and np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
+            y = y.astype(np.int64)  # text loses the dtype: whole-number labels are class indices
         super().__init__(*_tensors(x, y), config)

@@ -87,6 +87,6 @@ def loss_value(result: Any, model: nn.Module) -> torch.Tensor | float:
         values = [v.detach().float().mean() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
                   for v in loss]
         return torch.stack(values).mean() if values else torch.tensor(float("nan"))
-    if isinstance(loss, torch.Tensor) and loss.numel() > 1:
+    if isinstance(loss, torch.Tensor):
         return loss.detach().float().mean()
     return loss

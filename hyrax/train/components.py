@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -174,9 +175,10 @@ def preflight(model: nn.Module, data: DataParts) -> None:
     if y is None or criterion is None or not isinstance(output, torch.Tensor):
         return
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # torch warns, not fails, on silent broadcasting
             criterion(output, y)
-    except (RuntimeError, ValueError, IndexError) as err:
+    except (RuntimeError, ValueError, IndexError, UserWarning) as err:
         raise HyraxError(
             f"{name}'s output shaped {tuple(output.shape)} does not fit labels shaped {tuple(y.shape)} "
             f"({y.dtype}) under {type(criterion).__name__}: {_first_line(err)}", key="criterion",

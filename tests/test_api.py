@@ -1,0 +1,127 @@
+"""The Python API: same code path as the CLI, for notebooks (classes defined inline work by bare name)."""
+
+from __future__ import annotations
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from hyrax import Hyrax, HyraxError
+from hyrax.data_sets import HyraxDataset
+from hyrax.data_sets.batches import split_indices
+from hyrax.models import hyrax_model
+
+from conftest import mlflow_runs
+
+
+@hyrax_model
+class InlineNet(nn.Module):
+    def __init__(self, config, data_sample, hidden: int = 8):
+        super().__init__()
+        self.config_seen = config
+        self.net = nn.Sequential(nn.Linear(data_sample[0].shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 2))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class InlineData(HyraxDataset, Dataset):
+    def __init__(self, config):
+        super().__init__(config)
+        self.x = torch.randn(100, 5)
+        self.y = (self.x.sum(dim=1) > 0).long()
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+    def __len__(self):
+        return 100
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def test_api_prepare_train_infer_with_edited_config(tmp_path):
+    h = Hyrax(overrides=["train.epochs=2"])
+    h.config["optimizer"]["lr"] = 0.01
+    ds = h.prepare()
+    assert len(ds) == 2000
+    value = h.train()
+    assert isinstance(value, float) and math.isfinite(value)
+    [run] = mlflow_runs(tmp_path)
+    assert run.data.params["optimizer.lr"] == "0.01" and run.info.status == "FINISHED"
+    predictions = np.load(h.infer())
+    assert predictions.shape == (2000, 4)
+
+
+def test_inline_classes_by_bare_name():
+    h = Hyrax(overrides=["model=InlineNet", "data_set=InlineData", "model.hidden=4", "train.epochs=2",
+                         "mlflow.enabled=false"])
+    assert h.config["model"]["_target_"].endswith("InlineNet")
+    assert math.isfinite(h.train())
+
+
+def test_model_config_is_read_only():
+    h = Hyrax(overrides=["model=InlineNet", "data_set=InlineData", "train.epochs=1", "mlflow.enabled=false"])
+    from hyrax.train.components import assemble, pick_device
+
+    from hyrax.api import as_plain
+
+    _, model = assemble(as_plain(h.config), pick_device("cpu"))
+    assert model.config_seen["train"]["epochs"] == 1
+    with pytest.raises(TypeError):
+        model.config_seen["train"]["epochs"] = 5
+
+
+def _write_files(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["features"], f["y"] = x, y
+    header = ",".join([f"f{i}" for i in range(6)] + ["label"])
+    np.savetxt(tmp_path / "d.csv", np.column_stack([x, y]), delimiter=",", header=header, comments="")
+
+
+@pytest.mark.parametrize("option,extra", [("numpy", []), ("hdf5", ["data_set.x_key=features"]), ("csv", [])])
+def test_file_data_sets(tmp_path, option, extra):
+    _write_files(tmp_path)
+    suffix = {"numpy": "npz", "hdf5": "h5", "csv": "csv"}[option]
+    h = Hyrax(overrides=[f"data_set={option}", f"data_set.path={tmp_path}/d.{suffix}", *extra,
+                         "train.epochs=10", "optimizer.lr=0.01", "mlflow.enabled=false",
+                         "train.objective.metric=val/accuracy"])
+    assert h.train() > 0.6
+
+
+def test_hdf5_missing_key_names_the_key(tmp_path):
+    _write_files(tmp_path)
+    h = Hyrax(overrides=["data_set=hdf5", f"data_set.path={tmp_path}/d.h5", "mlflow.enabled=false"])
+    with pytest.raises(HyraxError, match="data_set.x_key"):
+        h.prepare()
+
+
+def test_nan_mode_zero_makes_nan_inputs_trainable(tmp_path):
+    x = np.random.default_rng(1).normal(size=(100, 4)).astype(np.float32)
+    x[::7, 1] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x, y=(x[:, 0] > 0).astype(np.int64))
+    base = ["data_set=numpy", f"data_set.path={tmp_path}/nan.npz", "train.epochs=1", "mlflow.enabled=false"]
+    with pytest.raises(HyraxError, match="loss became nan"):
+        Hyrax(overrides=base).train()
+    assert math.isfinite(Hyrax(overrides=[*base, "data_set.nan_mode=zero"]).train())
+
+
+def test_splits_are_disjoint_and_reproducible():
+    a = split_indices(100, {"train": 0.7, "validate": 0.2, "test": 0.1}, seed=3)
+    b = split_indices(100, {"train": 0.7, "validate": 0.2, "test": 0.1}, seed=3)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert [len(a[k]) for k in ("train", "validate", "test")] == [70, 20, 10]
+    assert len(set(np.concatenate(list(a.values())))) == 100

@@ -1,0 +1,63 @@
+"""Resuming: a killed run continues from its last checkpoint, in the same MLflow run."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import torch
+
+from conftest import BIN, hyrax_env, metric_history, mlflow_runs, ok, run_dirs
+
+SLOW = ["model=userpkg.models.PlainNet", "data_set=userpkg.data.ImageLabelData", "data_set.delay=0.002",
+        "train.batch_size=16", "train.epochs=10"]
+
+
+def _epoch_of(path) -> int:
+    return torch.load(path, weights_only=False)["loop"]["epoch"]
+
+
+def test_killed_run_resumes_from_its_checkpoint_in_the_same_mlflow_run(hyrax_run, tmp_path):
+    proc = subprocess.Popen([str(BIN / "hyrax-run"), *SLOW], cwd=tmp_path, env=hyrax_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    last = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "runs").glob("*/*/checkpoints/last.pt"))
+        if found and _epoch_of(found[0]) >= 2:
+            last = found[0]
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last is not None, "the run never wrote a checkpoint"
+    done = _epoch_of(last)
+    assert done < 10, "the run finished before it could be killed"
+    run_dir = last.parent.parent
+
+    resumed = ok(hyrax_run(*SLOW, f"train.resume={run_dir}"))
+    assert f"resuming from {last}" in resumed.stdout
+    assert f"epoch {done + 1}/10" in resumed.stdout and f"epoch {done}/10" not in resumed.stdout
+    assert _epoch_of(last) == 10
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "FINISHED"
+    steps = metric_history(tmp_path, run.info.run_id, "train/loss")
+    assert len(steps) >= 10
+
+
+def test_resume_auto_continues_in_the_same_directory(hyrax_run, tmp_path):
+    fixed = tmp_path / "runs" / "mine"
+    ok(hyrax_run(f"hydra.run.dir={fixed}", "train.epochs=2", "train.resume=auto"))
+    second = ok(hyrax_run(f"hydra.run.dir={fixed}", "train.epochs=4", "train.resume=auto"))
+    assert "epoch 3/4" in second.stdout and "epoch 1/4" not in second.stdout
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "FINISHED"
+    assert len(metric_history(tmp_path, run.info.run_id, "train/loss")) == 4
+    assert _epoch_of(fixed / "checkpoints" / "last.pt") == 4
+
+
+def test_resume_auto_without_checkpoint_starts_fresh(hyrax_run, tmp_path):
+    proc = ok(hyrax_run("train.epochs=1", "train.resume=auto", "mlflow.enabled=false"))
+    assert "resuming" not in proc.stdout
+    assert len(run_dirs(tmp_path)) == 1
