@@ -16,7 +16,7 @@ from hyrax.data_sets import HyraxDataset
 from hyrax.data_sets.batches import split_indices
 from hyrax.models import hyrax_model
 
-from conftest import mlflow_runs
+from hyraxtest import mlflow_runs
 
 
 @hyrax_model

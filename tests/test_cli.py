@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from conftest import metric_history, mlflow_runs, ok, run_dirs
+from hyraxtest import metric_history, mlflow_runs, ok, run_dirs
 
 
 def test_default_run_trains_checkpoints_and_tracks(hyrax_run):
@@ -104,7 +104,7 @@ def test_prepare_test_and_infer_verbs(hyrax_run, tmp_path):
 def test_runs_started_together_get_their_own_directories(hyrax_run, tmp_path):
     import subprocess
 
-    from conftest import BIN, hyrax_env
+    from hyraxtest import BIN, hyrax_env
 
     procs = [subprocess.Popen([str(BIN / "hyrax-run"), "train.epochs=1", "mlflow.enabled=false"], cwd=tmp_path,
                               env=hyrax_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

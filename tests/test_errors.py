@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import mlflow_runs, ok, run_dirs, user_error
+from hyraxtest import mlflow_runs, ok, run_dirs, user_error
 
 NO_TRACKING = "mlflow.enabled=false"
 

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from conftest import BIN, hyrax_env, metric_history, mlflow_runs, ok, run_dirs
+from hyraxtest import BIN, hyrax_env, metric_history, mlflow_runs, ok, run_dirs
 
 SLOW = ["model=userpkg.models.PlainNet", "data_set=userpkg.data.ImageLabelData", "data_set.delay=0.002",
         "train.batch_size=16", "train.epochs=10"]

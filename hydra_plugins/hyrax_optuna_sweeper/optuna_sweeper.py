@@ -1,0 +1,72 @@
+"""Hydra adapter for :class:`hyrax.search.sweeper.OptunaSweep`, registered as ``hydra/sweeper=optuna``.
+
+Hydra imports this module on every run, so it must stay cheap: optuna and the sweep logic
+are imported only when the sweeper is instantiated.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+from hyrax.search.config import register_configs
+
+register_configs()
+
+
+class OptunaSweeper(Sweeper):
+    """Optuna (ask-and-tell) sweeper; the config schema is :class:`hyrax.search.config.OptunaSweeperConf`."""
+
+    def __init__(
+        self,
+        sampler: Any,
+        direction: Any,
+        storage: Optional[Any],
+        study_name: Optional[str],
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float = 0.0,
+        search_space: Optional[DictConfig] = None,
+        params: Optional[DictConfig] = None,
+        custom_search_space: Optional[str] = None,
+        pruner: Optional[Any] = None,
+        enqueue_trials: Optional[Any] = None,
+    ) -> None:
+        from hyrax.search.sweeper import OptunaSweep
+
+        self.impl = OptunaSweep(
+            sampler=sampler,
+            direction=direction,
+            storage=storage,
+            study_name=study_name,
+            n_trials=n_trials,
+            n_jobs=n_jobs,
+            max_failure_rate=max_failure_rate,
+            search_space=search_space,
+            params=params,
+            custom_search_space=custom_search_space,
+            pruner=pruner,
+            enqueue_trials=enqueue_trials,
+        )
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: List[str]) -> Any:
+        return self.impl.sweep(arguments)
+
+
+class OptunaSweeperConfigs(SearchPathPlugin):
+    """Re-stores the sweeper configs after Hydra's plugin scan, so they win any name clash.
+
+    A released ``hydra-optuna-sweeper`` stores ``hydra/sweeper=optuna`` too; whichever module
+    the scan imports last would win. Hydra runs search-path plugins after the scan.
+    """
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        register_configs()
