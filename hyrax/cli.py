@@ -19,7 +19,10 @@ def main() -> None:
     if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
         from hyrax.help import help_text
 
-        print(help_text())
+        try:
+            print(help_text())
+        except BrokenPipeError:  # `hyrax-run --help | head`
+            sys.stderr.close()
         return
     import hydra
 

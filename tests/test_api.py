@@ -125,3 +125,11 @@ def test_splits_are_disjoint_and_reproducible():
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert [len(a[k]) for k in ("train", "validate", "test")] == [70, 20, 10]
     assert len(set(np.concatenate(list(a.values())))) == 100
+
+
+def test_without_validate_split_best_and_objective_use_train_loss(caplog):
+    h = Hyrax(overrides=["train.split.validate=0", "train.epochs=2", "mlflow.enabled=false"])
+    value = h.train()
+    assert math.isfinite(value)
+    assert "objective is train/loss instead of val/loss" in caplog.text
+    assert "judging the best checkpoint on train/loss" in caplog.text

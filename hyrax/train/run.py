@@ -56,13 +56,22 @@ def resolve_resume(config: Mapping[str, Any], run_dir: Path) -> tuple[Path, Opti
 def objective(config: Mapping[str, Any], metrics: Mapping[str, float]) -> float | list[float]:
     """The value(s) a sweeper optimises, read from the final metrics by `train.objective.metric`."""
     wanted = config["train"]["objective"]["metric"]
-    names = [wanted] if isinstance(wanted, str) else list(wanted)
+    names = [_available(n, metrics) for n in ([wanted] if isinstance(wanted, str) else list(wanted))]
     missing = [n for n in names if n not in metrics]
     if missing:
         raise HyraxError(f"objective metric '{missing[0]}' was not measured (have: {', '.join(sorted(metrics))})",
                          key="train.objective.metric", fix="name one of the measured metrics")
     values = [float(metrics[n]) for n in names]
     return values[0] if isinstance(wanted, str) else values
+
+
+def _available(name: str, metrics: Mapping[str, float]) -> str:
+    """`val/x` falls back to `train/x` when there is no validate split, as the best checkpoint does."""
+    fallback = "train/" + name.removeprefix("val/")
+    if name.startswith("val/") and name not in metrics and fallback in metrics:
+        log.warning("no validate split: the objective is %s instead of %s", fallback, name)
+        return fallback
+    return name
 
 
 def train(config: dict[str, Any], run_dir: Path, launch_dir: Path,
