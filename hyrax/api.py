@@ -47,8 +47,14 @@ def run(cfg: DictConfig) -> Any:
     """The task `hyrax-run` hands to Hydra: run the verb in Hydra's output directory."""
     from hydra.core.hydra_config import HydraConfig
 
+    from hydra.types import RunMode
+
     hydra_cfg = HydraConfig.get()
     config = as_plain(cfg)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        from hyrax.multirun import attach_job
+
+        attach_job(config, Path(hydra_cfg.sweep.dir), list(hydra_cfg.overrides.task))
     return run_verb(config, Path(hydra_cfg.runtime.output_dir), Path(hydra_cfg.runtime.cwd),
                     epoch_reporter(config))
 

@@ -7,6 +7,7 @@ the store (a synchronous `log_metric` costs more than a small model's whole step
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,6 +36,38 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = str(value)[:MAX_PARAM_LENGTH]
     return flat
+
+
+@functools.lru_cache(maxsize=8)
+def client_for(uri: str) -> Any:
+    """An MLflow client for `uri` (opening a store is slow: one per process and URI)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(client: Any, name: str, uri: str, launch_dir: Path) -> str:
+    """The id of experiment `name`, created when missing (artifacts next to an SQLite store)."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = (launch_dir.resolve() / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # another process created it between our two calls
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
+    """Log params in batches of MLflow's per-call limit."""
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
 
 
 class Tracker:
@@ -68,33 +101,14 @@ class Tracker:
 
     def _start(self, run_name: Optional[str], params: dict[str, str], tags: dict[str, str],
                resume_run_id: Optional[str]) -> str:
-        from mlflow.entities import Param
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = client_for(self.uri)
         if resume_run_id:
             self.client.update_run(resume_run_id, status="RUNNING")
             return resume_run_id
-        run = self.client.create_run(self._experiment_id(), run_name=run_name, tags=tags)
-        items = [Param(k, v) for k, v in params.items()]
-        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run.info.run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
-        return run.info.run_id
-
-    def _experiment_id(self) -> str:
-        found = self.client.get_experiment_by_name(self.experiment)
-        if found is not None:
-            return found.experiment_id
-        location = None
-        if self.uri.startswith("sqlite:"):
-            location = (self.launch_dir.resolve() / "mlartifacts").as_uri()
-        try:
-            return self.client.create_experiment(self.experiment, artifact_location=location)
-        except Exception:  # another job created it between our two calls
-            found = self.client.get_experiment_by_name(self.experiment)
-            if found is None:
-                raise
-            return found.experiment_id
+        experiment = ensure_experiment(self.client, self.experiment, self.uri, self.launch_dir)
+        run_id = self.client.create_run(experiment, run_name=run_name, tags=tags).info.run_id
+        log_params(self.client, run_id, params)
+        return run_id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Buffer metrics for `step`; they are written at the next flush."""

@@ -55,6 +55,9 @@ class OptunaSweeper(Sweeper):
         )
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from hyrax.multirun import optuna_callback
+
+        self.impl.callbacks.append(optuna_callback(config))
         self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:

@@ -184,8 +184,10 @@ class OptunaSweep:
                 continue
             if trial.number not in retried:
                 study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
-            self._tell(study, trial.number, None, TrialState.FAIL)
+            frozen = self._tell(study, trial.number, None, TrialState.FAIL)
             log.warning(f"Trial {trial.number} was left running by an earlier sweep: told FAIL, queued again")
+            for callback in self.callbacks:
+                callback(study, frozen)
         for params in self.enqueue_trials:
             study.enqueue_trial(params, skip_if_exists=True)
 

@@ -80,7 +80,8 @@ def train(config: dict[str, Any], run_dir: Path, launch_dir: Path,
     run_dir, resumed = resolve_resume(config, run_dir)
     tracker = make_tracker(config, launch_dir)
     previous_run = (resumed or {}).get("mlflow_run_id") or _recorded_run_id(run_dir, config)
-    tracker.start(config["mlflow"]["run_name"], flatten(config), run_tags(config, run_dir), previous_run)
+    tracker.start(config["mlflow"]["run_name"] or _run_name(run_dir, launch_dir), flatten(config),
+                  run_tags(config, run_dir), previous_run)
     status = "FAILED"
     try:
         result = _train(config, run_dir, tracker, resumed, on_epoch_end)
@@ -98,6 +99,14 @@ def train(config: dict[str, Any], run_dir: Path, launch_dir: Path,
         raise
     finally:
         tracker.finish(status)
+
+
+def _run_name(run_dir: Path, launch_dir: Path) -> str:
+    """A run's default MLflow name: its directory, relative to where it was launched."""
+    try:
+        return str(run_dir.resolve().relative_to(launch_dir.resolve()))
+    except ValueError:
+        return run_dir.name
 
 
 def _recorded_run_id(run_dir: Path, config: Mapping[str, Any]) -> Optional[str]:
@@ -127,9 +136,12 @@ def _train(config: dict[str, Any], run_dir: Path, tracker: Tracker, resumed: Opt
     state = loop.fit()
     metrics = dict(state.best_metrics) or {}
     metrics.update(_final_test(loop, data.batches["test"], run_dir, device))
-    tracker.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")}, state.step)
+    value = objective(config, metrics)
+    values = [value] if isinstance(value, float) else value
+    named = {"objective": values[0]} if len(values) == 1 else {f"objective_{i}": v for i, v in enumerate(values)}
+    tracker.log_metrics({**{k: v for k, v in metrics.items() if k.startswith("test/")}, **named}, state.step)
     _log_artifacts(config, run_dir, tracker)
-    return objective(config, metrics)
+    return value
 
 
 def _final_test(loop: Loop, batches: Any, run_dir: Path, device: torch.device) -> dict[str, float]:

@@ -1,0 +1,140 @@
+"""One MLflow parent run per multirun, with each job or trial as a child run.
+
+The parent is created in the sweep process before the first job starts (which also creates the
+store's schema and the experiment, so parallel children never race on them) and recorded in
+`<sweep dir>/mlflow_parent.json`. A job, in this process or on another machine sharing the sweep
+directory, reads that file and attaches its run to the parent with the same tracking URI.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("hyrax")
+PARENT_FILE = "mlflow_parent.json"
+RESULT_FILES = ("optimization_results.yaml",)
+
+
+def parent_info(sweep_dir: Path) -> Optional[dict[str, str]]:
+    """The parent run a job of this sweep belongs to (None when the sweep tracks nothing)."""
+    path = sweep_dir / PARENT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class MultirunTracking(Callback):
+    """Hydra callback: opens the parent run at multirun start, summarises and closes it at the end."""
+
+    def __init__(self) -> None:
+        self.info: Optional[dict[str, str]] = None
+        self.client: Any = None
+        self.ended = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not config.mlflow.enabled:
+            return
+        from hyrax.tracking import client_for, ensure_experiment, log_params, tracking_uri
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        launch_dir = Path(config.hydra.runtime.cwd)
+        uri = tracking_uri(config.mlflow.tracking_uri, launch_dir)
+        self.client = client_for(uri)
+        experiment = ensure_experiment(self.client, config.mlflow.experiment, uri, launch_dir)
+        overrides = list(config.hydra.overrides.task)
+        tags = {"hyrax.sweep_dir": str(sweep_dir.resolve()), "hyrax.kind": "sweep",
+                "hyrax.sweeper": str(config.hydra.sweeper.get("_target_", "")),
+                "hyrax.launcher": str(config.hydra.launcher.get("_target_", ""))}
+        run_id = self.client.create_run(experiment, run_name=f"sweep {sweep_dir.name}", tags=tags).info.run_id
+        log_params(self.client, run_id, {"sweep.overrides": " ".join(overrides)[:6000]})
+        self.info = {"run_id": run_id, "tracking_uri": uri,
+                     "experiment": config.mlflow.experiment, "direction": str(config.train.objective.direction)}
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / PARENT_FILE).write_text(json.dumps(self.info))
+        atexit.register(self._end_if_unfinished)
+        log.info("MLflow parent run %s (%s)", self.info["run_id"], uri)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.info is None:
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        self._summarise(sweep_dir)
+        for name in RESULT_FILES:
+            if (sweep_dir / name).is_file():
+                self.client.log_artifact(self.info["run_id"], str(sweep_dir / name))
+        if (sweep_dir / "plots").is_dir():
+            self.client.log_artifacts(self.info["run_id"], str(sweep_dir / "plots"), "plots")
+        self.client.set_terminated(self.info["run_id"], "FINISHED")
+        self.ended = True
+
+    def _summarise(self, sweep_dir: Path) -> None:
+        """Put the best child's objective, run id and overrides on the parent."""
+        children = child_runs(self.client, self.info)
+        scored = [r for r in children if "objective" in r.data.metrics and r.info.status == "FINISHED"]
+        if not scored:
+            return
+        maximize = self.info["direction"].startswith("max")
+        best = (max if maximize else min)(scored, key=lambda r: r.data.metrics["objective"])
+        self.client.log_metric(self.info["run_id"], "best_objective", best.data.metrics["objective"])
+        self.client.set_tag(self.info["run_id"], "hyrax.best_run_id", best.info.run_id)
+        self.client.set_tag(self.info["run_id"], "hyrax.best_overrides", best.data.tags.get("hyrax.overrides", ""))
+        self.client.set_tag(self.info["run_id"], "hyrax.n_children", str(len(children)))
+
+    def _end_if_unfinished(self) -> None:
+        if self.info is not None and not self.ended:
+            try:
+                self.client.set_terminated(self.info["run_id"], "FAILED")
+            except Exception:  # noqa: BLE001 - best effort while the interpreter exits
+                pass
+
+
+def child_runs(client: Any, info: Mapping[str, str]) -> list[Any]:
+    """All child runs of a sweep's parent run."""
+    parent = client.get_run(info["run_id"])
+    return client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{info['run_id']}'", max_results=5000)
+
+
+def attach_job(config: dict[str, Any], sweep_dir: Path, overrides: list[str]) -> None:
+    """Point a job's tracking at its sweep's parent run and store, and tag what it sweeps."""
+    info = parent_info(sweep_dir)
+    if info is None or not config["mlflow"]["enabled"]:
+        return
+    config["mlflow"]["parent_run_id"] = info["run_id"]
+    config["mlflow"]["tracking_uri"] = info["tracking_uri"]
+    config["mlflow"]["experiment"] = info["experiment"]
+    swept = [o for o in overrides if not o.lstrip("+~").startswith("trial.")]
+    config["mlflow"]["tags"] = {**config["mlflow"]["tags"], "hyrax.overrides": " ".join(swept)[:5000]}
+
+
+def tag_trial(sweep_dir: Path, number: int, state: str, values: Optional[list[float]]) -> None:
+    """Record an Optuna trial's final state on its child run (a killed job's run is closed as FAILED)."""
+    info = parent_info(sweep_dir)
+    if info is None:
+        return
+    from hyrax.tracking import client_for
+
+    client = client_for(info["tracking_uri"])
+    parent = client.get_run(info["run_id"])
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{info['run_id']}' and tags.`hyrax.trial_number` = '{number}'")
+    for run in runs:
+        client.set_tag(run.info.run_id, "hyrax.optuna_state", state)
+        if run.info.status == "RUNNING" and state == "FAIL":
+            client.set_terminated(run.info.run_id, "FAILED")
+
+
+def optuna_callback(config: DictConfig) -> Any:
+    """A callback for the Optuna sweep that records each told trial's state on its child run."""
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+
+    def record(study: Any, trial: Any) -> None:
+        tag_trial(sweep_dir, trial.number, trial.state.name, trial.values)
+
+    return record
