@@ -39,25 +39,39 @@ class MultirunTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.mlflow.enabled:
             return
-        from hyrax.tracking import client_for, ensure_experiment, log_params, tracking_uri
+        from hyrax.tracking import client_for, tracking_uri
 
         sweep_dir = Path(config.hydra.sweep.dir)
         launch_dir = Path(config.hydra.runtime.cwd)
         uri = tracking_uri(config.mlflow.tracking_uri, launch_dir)
         self.client = client_for(uri)
-        experiment = ensure_experiment(self.client, config.mlflow.experiment, uri, launch_dir)
-        overrides = list(config.hydra.overrides.task)
-        tags = {"hyrax.sweep_dir": str(sweep_dir.resolve()), "hyrax.kind": "sweep",
-                "hyrax.sweeper": str(config.hydra.sweeper.get("_target_", "")),
-                "hyrax.launcher": str(config.hydra.launcher.get("_target_", ""))}
-        run_id = self.client.create_run(experiment, run_name=f"sweep {sweep_dir.name}", tags=tags).info.run_id
-        log_params(self.client, run_id, {"sweep.overrides": " ".join(overrides)[:6000]})
+        run_id = self._reopened(sweep_dir) or self._new_parent(config, sweep_dir, uri, launch_dir)
         self.info = {"run_id": run_id, "tracking_uri": uri,
                      "experiment": config.mlflow.experiment, "direction": str(config.train.objective.direction)}
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(json.dumps(self.info))
         atexit.register(self._end_if_unfinished)
         log.info("MLflow parent run %s (%s)", self.info["run_id"], uri)
+
+    def _reopened(self, sweep_dir: Path) -> Optional[str]:
+        """The parent of an earlier, interrupted run of the same sweep (same sweep dir), reopened."""
+        earlier = parent_info(sweep_dir)
+        if earlier is None:
+            return None
+        self.client.update_run(earlier["run_id"], status="RUNNING")
+        log.info("continuing the sweep's MLflow parent run %s", earlier["run_id"])
+        return earlier["run_id"]
+
+    def _new_parent(self, config: DictConfig, sweep_dir: Path, uri: str, launch_dir: Path) -> str:
+        from hyrax.tracking import ensure_experiment, log_params
+
+        experiment = ensure_experiment(self.client, config.mlflow.experiment, uri, launch_dir)
+        tags = {"hyrax.sweep_dir": str(sweep_dir.resolve()), "hyrax.kind": "sweep",
+                "hyrax.sweeper": str(config.hydra.sweeper.get("_target_", "")),
+                "hyrax.launcher": str(config.hydra.launcher.get("_target_", ""))}
+        run_id = self.client.create_run(experiment, run_name=f"sweep {sweep_dir.name}", tags=tags).info.run_id
+        log_params(self.client, run_id, {"sweep.overrides": " ".join(config.hydra.overrides.task)[:6000]})
+        return run_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.info is None:
@@ -128,6 +142,11 @@ def tag_trial(sweep_dir: Path, number: int, state: str, values: Optional[list[fl
         client.set_tag(run.info.run_id, "hyrax.optuna_state", state)
         if run.info.status == "RUNNING" and state == "FAIL":
             client.set_terminated(run.info.run_id, "FAILED")
+    if not runs:  # the job died before it could start its run: keep one child per trial all the same
+        tags = {"mlflow.parentRunId": info["run_id"], "hyrax.trial_number": str(number),
+                "hyrax.optuna_state": state, "hyrax.error": "the job ended before it started tracking"}
+        run = client.create_run(parent.info.experiment_id, run_name=f"trial {number}", tags=tags)
+        client.set_terminated(run.info.run_id, "FAILED" if state == "FAIL" else "FINISHED")
 
 
 def optuna_callback(config: DictConfig) -> Any:

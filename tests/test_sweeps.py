@@ -1,0 +1,91 @@
+"""Multiruns through the real `hyrax-run -m`: one MLflow parent per sweep, a child per job or trial."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import optuna
+
+from hyraxtest import BIN, hyrax_env, mlflow_runs, ok
+
+OPTUNA = ["hydra/sweeper=optuna", "optimizer.lr=tag(log, interval(1e-4, 1e-1))"]
+
+
+def _split(runs):
+    parents = [r for r in runs if r.data.tags.get("hyrax.kind") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def test_grid_sweep_has_a_parent_with_the_best_child(hyrax_run):
+    proc = ok(hyrax_run("-m", "optimizer.lr=0.0001,0.001,0.01", "model.hidden=8,16", "train.epochs=1"))
+    [parent], children = _split(mlflow_runs(proc.cwd))
+    assert len(children) == 6
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED"
+    best = min(children, key=lambda c: c.data.metrics["objective"])
+    assert parent.data.metrics["best_objective"] == best.data.metrics["objective"]
+    assert parent.data.tags["hyrax.best_run_id"] == best.info.run_id
+    assert parent.data.tags["hyrax.best_overrides"] == best.data.tags["hyrax.overrides"]
+    assert len({c.data.tags["hyrax.overrides"] for c in children}) == 6
+
+
+def test_failed_job_fails_the_parent(hyrax_run):
+    proc = hyrax_run("-m", "model=userpkg.models.CrashNet,mlp", "data_set=userpkg.data.ImageLabelData",
+                     "train.epochs=1")
+    assert proc.returncode == 1 and "ZeroDivisionError" in proc.stderr
+    [parent], children = _split(mlflow_runs(proc.cwd))
+    assert parent.info.status == "FAILED"
+    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
+
+
+def test_parallel_optuna_trials_share_one_sqlite_store(hyrax_run):
+    proc = ok(hyrax_run("-m", *OPTUNA, "hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2",
+                        "hydra.sweeper.n_trials=4", "train.epochs=4", "model=userpkg.models.PlainNet",
+                        "data_set=userpkg.data.ImageLabelData", "data_set.delay=0.003", timeout=400))
+    [parent], children = _split(mlflow_runs(proc.cwd))
+    assert len(children) == 4 and parent.info.status == "FINISHED"
+    assert sorted(int(c.data.tags["hyrax.trial_number"]) for c in children) == [0, 1, 2, 3]
+    assert {c.data.tags["hyrax.optuna_state"] for c in children} == {"COMPLETE"}
+    assert all(c.info.status == "FINISHED" for c in children)
+    first, second = sorted(children, key=lambda c: int(c.data.tags["hyrax.trial_number"]))[:2]
+    assert first.info.start_time < second.info.end_time and second.info.start_time < first.info.end_time, \
+        "the two trials of a batch did not run at the same time"
+
+
+def test_killed_optuna_sweep_resumes_with_one_child_per_trial(tmp_path):
+    sweep_dir = tmp_path / "multiruns" / "study"
+    args = [str(BIN / "hyrax-run"), "-m", *OPTUNA, "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=1",
+            "model=userpkg.models.PlainNet", "data_set=userpkg.data.ImageLabelData", "data_set.delay=0.002",
+            "train.epochs=3", f"hydra.sweep.dir={sweep_dir}"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=hyrax_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    journal = sweep_dir / "optuna.journal"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if journal.exists() and len(_study(journal).get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= 2:
+            break
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(_study(journal).get_trials()) < 6, "the sweep finished before it could be killed"
+
+    ok(subprocess.run(args, cwd=tmp_path, env=hyrax_env(), capture_output=True, text=True, timeout=400))
+    trials = _study(journal).get_trials()
+    finished = [t for t in trials if t.state.is_finished()]
+    assert len(finished) == 6 and len({t.number for t in trials}) == len(trials)
+    [parent], children = _split(mlflow_runs(tmp_path))
+    assert parent.info.status == "FINISHED"
+    assert sorted(int(c.data.tags["hyrax.trial_number"]) for c in children) == sorted(t.number for t in trials)
+    assert all(c.info.status != "RUNNING" for c in children)
+
+
+def _study(journal) -> optuna.Study:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    [summary] = optuna.get_all_study_summaries(storage)
+    return optuna.load_study(study_name=summary.study_name, storage=storage)
