@@ -34,7 +34,11 @@ def main() -> None:
 
     hydra_utils.run_and_report = report.run_and_report
     task = hydra.main(version_base="1.3", config_path=str(builtin_dir("conf")), config_name=PRIMARY_CONFIG)
-    task(_task)()
+    try:
+        task(_task)()
+    except KeyboardInterrupt:
+        sys.stderr.write("Interrupted: the MLflow run is marked KILLED; checkpoints written so far are kept.\n")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

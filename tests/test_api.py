@@ -133,3 +133,18 @@ def test_without_validate_split_best_and_objective_use_train_loss(caplog):
     assert math.isfinite(value)
     assert "objective is train/loss instead of val/loss" in caplog.text
     assert "judging the best checkpoint on train/loss" in caplog.text
+
+
+def test_early_stopping_stops_when_the_monitor_stalls():
+    from hyrax.train import checkpoint
+
+    h = Hyrax(overrides=["optimizer.lr=0.0", "train.epochs=10", "train.early_stopping.patience=2",
+                         "mlflow.enabled=false"])
+    h.train()
+    state = checkpoint.load(h.last_run_dir / "checkpoints" / "last.pt")
+    assert state["loop"]["epoch"] == 3 and state["loop"]["bad_epochs"] == 2
+
+
+def test_grad_clip_and_scheduler_run(caplog):
+    h = Hyrax(overrides=["train.grad_clip=0.5", "scheduler=cosine", "train.epochs=3", "mlflow.enabled=false"])
+    assert math.isfinite(h.train())

@@ -126,3 +126,25 @@ def test_cli_module_imports_no_heavy_libraries():
     code = "import sys, hyrax.cli; print(sorted(m for m in ('torch', 'mlflow', 'optuna') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_progress_bar_when_asked_and_ctrl_c_marks_the_run_killed(hyrax_run, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from hyraxtest import BIN, hyrax_env
+
+    proc = subprocess.Popen([str(BIN / "hyrax-run"), "model=userpkg.models.PlainNet", "train.progress=true",
+                             "data_set=userpkg.data.ImageLabelData", "data_set.delay=0.003", "train.epochs=50"],
+                            cwd=tmp_path, env=hyrax_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "runs").glob("*/*/checkpoints/last.pt")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Interrupted" in stderr and "Traceback" not in stderr
+    assert "epoch 2:" in stderr and "it/s" in stderr, "no progress bar although train.progress=true"
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "KILLED"
