@@ -47,6 +47,7 @@ TrialOverrides = Union[Sequence[str], Callable[[Trial], Iterable[str]]]
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 RESULTS_FILE = "optimization_results.yaml"
 RETRY_ATTR = "hyrax_retry_of"
+OWNER_ATTR = "hyrax_sweep_dir"  # which sweep process asked a trial: only it may declare the trial dead
 
 
 class FailureRateExceeded(RuntimeError):
@@ -107,6 +108,7 @@ class OptunaSweep:
         self.storage_spec: storage.StorageSpec = ""
         self.is_grid = False
         self.launched = 0
+        self.owner = ""
         self.failures: list[tuple[int, str]] = []
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -122,6 +124,7 @@ class OptunaSweep:
         assert self.config is not None and self.launcher is not None, "call setup() first"
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        self.owner = str(sweep_dir.resolve())
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         self.space = self.parse_space(arguments)
         study = self.create_study(sweep_dir)
@@ -176,11 +179,16 @@ class OptunaSweep:
         return study
 
     def resume(self, study: optuna.Study) -> None:
-        """Fail and re-queue trials a dead sweep left RUNNING; queue ``enqueue_trials``."""
+        """Fail and re-queue trials an earlier run of this sweep left RUNNING; queue ``enqueue_trials``.
+
+        Sweep processes that share a study (same ``study_name`` and ``storage``, their own sweep
+        dirs) leave each other's running trials alone: a trial belongs to the sweep dir that asked it.
+        """
         trials = study.get_trials(deepcopy=False)
         retried = {t.user_attrs.get(RETRY_ATTR) for t in trials}
         for trial in trials:
-            if trial.state != TrialState.RUNNING:
+            # A trial with no owner yet was asked by a process killed before it could record itself.
+            if trial.state != TrialState.RUNNING or trial.user_attrs.get(OWNER_ATTR, self.owner) != self.owner:
                 continue
             if trial.number not in retried:
                 study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
@@ -208,6 +216,7 @@ class OptunaSweep:
         """Ask a trial and suggest all its parameters (``params``, then ``custom_search_space``)."""
         trial = study.ask(fixed_distributions=dict(self.space.distributions))
         try:
+            trial.set_user_attr(OWNER_ATTR, self.owner)
             if self.custom_search_space is not None:
                 self.custom_search_space(self.config, trial)
             for key, line in self.space.fixed.items():
@@ -304,7 +313,7 @@ class OptunaSweep:
         )
 
     def finish(self, study: optuna.Study, sweep_dir: Path) -> dict[str, Any]:
-        """Log the best trial(s) and write ``optimization_results.yaml`` in the sweep dir."""
+        """Log the best trial(s); write ``optimization_results.yaml`` and ``plots/*.png`` in the sweep dir."""
         results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name}
         counts = {s.name: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
         for trial in study.get_trials(deepcopy=False):
@@ -326,6 +335,9 @@ class OptunaSweep:
             for t in best_trials:
                 log.info(f"    Values: {t.values}, Params: {t.params}")
         OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
+        from hyrax.search.plots import PLOTS_DIR, write_plots  # matplotlib only now; never raises
+
+        write_plots(study, sweep_dir / PLOTS_DIR)
         return results
 
     def _grid_points_left(self, trials: Sequence[FrozenTrial]) -> int:

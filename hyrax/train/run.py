@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -42,6 +43,15 @@ def run_tags(config: Mapping[str, Any], run_dir: Path) -> dict[str, str]:
     return tags
 
 
+def requeued_resume(resume: str) -> str:
+    """`train.resume` for this process: a job Slurm requeued (preempted, timed out) resumes itself."""
+    if resume == "none" and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
+        log.info("Slurm requeued this job (restart %s): resuming from its last checkpoint",
+                 os.environ["SLURM_RESTART_COUNT"])
+        return "auto"
+    return resume
+
+
 def resolve_resume(config: Mapping[str, Any], run_dir: Path) -> tuple[Path, Optional[dict[str, Any]]]:
     """The run directory to write to and the checkpoint state to continue from, if any."""
     source = checkpoint.resume_source(config["train"]["resume"], run_dir)
@@ -77,6 +87,7 @@ def _available(name: str, metrics: Mapping[str, float]) -> str:
 def train(config: dict[str, Any], run_dir: Path, launch_dir: Path,
           on_epoch_end: Any = None) -> float | list[float]:
     """Train the configured model and return its objective; the MLflow run ends FINISHED, FAILED or KILLED."""
+    config["train"]["resume"] = requeued_resume(config["train"]["resume"])
     run_dir, resumed = resolve_resume(config, run_dir)
     tracker = make_tracker(config, launch_dir)
     previous_run = (resumed or {}).get("mlflow_run_id") or _recorded_run_id(run_dir, config)
