@@ -10,6 +10,7 @@ import difflib
 import enum
 import importlib
 import inspect
+import os
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ TORCH_NAMESPACES = {
 }
 BUILTIN_MODULES = {"model": "hyrax.models.builtin", "data_set": "hyrax.data_sets.builtin"}
 ENTRY_POINT_GROUP = "hyrax.plugins"
+IMPORTS_ENV = "HYRAX_IMPORTS"
 
 
 def import_dotted(path: str) -> Any:
@@ -99,10 +101,13 @@ _entry_points_loaded = False
 
 
 def _load_entry_points() -> None:
-    """Import packages that announce Hyrax classes through the `hyrax.plugins` entry point group."""
+    """Import the modules that may register classes: `$HYRAX_IMPORTS` (comma-separated) and the
+    packages that announce themselves through the `hyrax.plugins` entry point group."""
     global _entry_points_loaded
     if not _entry_points_loaded:
         _entry_points_loaded = True
+        for module in filter(None, os.environ.get(IMPORTS_ENV, "").split(",")):
+            importlib.import_module(module.strip())
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             ep.load()
 
@@ -132,6 +137,7 @@ def _where_we_look(group: str) -> str:
     places = [f"config files in {d / group}" for d in (user_dir("conf"), builtin_dir("conf")) if d]
     places.append(f"classes registered as {group}s")
     places += [f"{ns}.*" for ns in TORCH_NAMESPACES.get(group, [])]
+    places.append(f"modules in ${IMPORTS_ENV} and packages with a '{ENTRY_POINT_GROUP}' entry point")
     places.append("dotted paths (pkg.module.Class) importable from the working directory")
     return "; ".join(places)
 

@@ -65,6 +65,12 @@ def test_torch_classes_and_required_parameters_as_keys(hyrax_run):
     assert run.data.metrics["lr"] < 0.01, "the step scheduler did not run"
 
 
+def test_bare_class_names_from_imported_packages(hyrax_run):
+    proc = ok(hyrax_run("model=TelescopeNet", "data_set=TelescopeData", "train.epochs=1", "mlflow.enabled=false",
+                        env={"HYRAX_IMPORTS": "userpkg.models,userpkg.data"}))
+    assert "epoch 1/1" in proc.stdout
+
+
 def test_regression_option_selects_its_criterion(hyrax_run):
     proc = ok(hyrax_run("data_set=synthetic_regression", "model=linear", "train.epochs=2"))
     [run] = mlflow_runs(proc.cwd)
