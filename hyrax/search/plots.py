@@ -3,8 +3,8 @@
 Single objective:
 
 - ``optimization_history.png``: each trial's value and the best so far;
-- ``param_importances.png``: how much each parameter explains the value (fANOVA), only with
-  at least 2 parameters and :data:`MIN_TRIALS_FOR_IMPORTANCE` completed trials;
+- ``param_importances.png``: how much each parameter explains the value (fANOVA, seeded), only
+  with at least 2 parameters and :data:`MIN_TRIALS_FOR_IMPORTANCE` completed trials;
 - ``slice.png``: the value against each parameter;
 - ``intermediate_values.png``: the per-epoch curves, when trials reported any (pruned ones end early).
 
@@ -74,7 +74,9 @@ def _write_plots(study: "optuna.Study", out_dir: Path) -> list[Path]:
         params = {name for t in complete for name in t.params}
         wanted["optimization_history"] = lambda: vis.plot_optimization_history(study)
         if len(params) >= 2 and len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:
-            wanted["param_importances"] = lambda: vis.plot_param_importances(study)
+            # Seeded: the same study gives the same plot. fANOVA needs scikit-learn (MLflow brings it).
+            wanted["param_importances"] = lambda: vis.plot_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
         if params:
             wanted["slice"] = lambda: vis.plot_slice(study)
         if any(t.intermediate_values for t in trials):
