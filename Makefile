@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	@echo "== A training run (results in runs/, tracked in ./mlflow.db)"
 	$(VENV)/bin/hyrax-run train.epochs=5
-	@echo "== A small grid sweep (results in multiruns/, one MLflow run per job)"
-	$(VENV)/bin/hyrax-run -m optimizer.lr=0.001,0.01 model.hidden=32,64 train.epochs=3
+	@echo "== A small Optuna search (results in multiruns/: optimization_results.yaml, plots/, optuna.journal)"
+	$(VENV)/bin/hyrax-run -m sweep=demo
 	@echo "== Done. Browse the runs with: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 test: $(STAMP)

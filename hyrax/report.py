@@ -36,15 +36,23 @@ def run_and_report(func: Callable[[], Any]) -> Any:
 
 
 def as_user_error(ex: BaseException) -> Optional[HyraxError]:
-    """The HyraxError behind `ex`, or one made from a config composition error; None for code crashes."""
+    """The bad-input error behind `ex` (itself or a cause), or None when user code crashed.
+
+    When the bad input sits behind another error (a sweep that stopped because its trials failed),
+    that error's first line is kept in front of the message.
+    """
     seen: set[int] = set()
     cause: Optional[BaseException] = ex
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if isinstance(cause, HyraxError):
-            return cause
+        found = cause if isinstance(cause, HyraxError) else _from_config_error(cause)
+        if found is not None:
+            if cause is ex:
+                return found
+            context = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
+            return HyraxError(f"{context}\n{found.message}", key=found.key, fix=found.fix)
         cause = cause.__cause__ or cause.__context__
-    return _from_config_error(ex)
+    return None
 
 
 def _from_config_error(ex: BaseException) -> Optional[HyraxError]:

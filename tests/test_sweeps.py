@@ -89,3 +89,10 @@ def _study(journal) -> optuna.Study:
     storage = JournalStorage(JournalFileBackend(str(journal)))
     [summary] = optuna.get_all_study_summaries(storage)
     return optuna.load_study(study_name=summary.study_name, storage=storage)
+
+
+def test_misconfigured_sweep_is_bad_input_not_a_crash(hyrax_run):
+    proc = hyrax_run("-m", "sweep=grid", "model=linear", "mlflow.enabled=false")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "1 of 1 trials failed" in proc.stderr and "Fix: 'model.hidden' is not a known key" in proc.stderr

@@ -16,7 +16,7 @@ class SyntheticClassification(InMemoryDataset):
     """Gaussian clusters, one per class: a task a small model learns within a few epochs."""
 
     def __init__(self, n_samples: int = 2000, n_features: int = 20, n_classes: int = 4,
-                 noise: float = 1.0, seed: int = 0, config: Any = None) -> None:
+                 noise: float = 3.0, seed: int = 0, config: Any = None) -> None:
         g = torch.Generator().manual_seed(seed)
         centers = torch.randn(n_classes, n_features, generator=g) * 2.0
         y = torch.randint(0, n_classes, (n_samples,), generator=g)

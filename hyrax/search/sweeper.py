@@ -109,7 +109,7 @@ class OptunaSweep:
         self.is_grid = False
         self.launched = 0
         self.owner = ""
-        self.failures: list[tuple[int, str]] = []
+        self.failures: list[tuple[int, str, Optional[BaseException]]] = []
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Keep Hydra's context and build the launcher (Hydra calls this before ``sweep``)."""
@@ -268,9 +268,12 @@ class OptunaSweep:
         frozen = self._tell(study, trial.number, values, state)
         log.info(f"Trial {trial.number} {state.name}: values={frozen.values} params={frozen.params}")
         if state == TrialState.FAIL:
-            self.failures.append((trial.number, error or "unknown error"))
             exc = job_return._return_value if isinstance(job_return._return_value, BaseException) else None
-            log.warning(f"Trial {trial.number} failed: {error}", exc_info=exc)
+            self.failures.append((trial.number, error or "unknown error", exc))
+            from hyrax.report import as_user_error  # bad input needs its message, not a traceback
+
+            crash = exc if exc is not None and as_user_error(exc) is None else None
+            log.warning(f"Trial {trial.number} failed: {error}", exc_info=crash)
         for callback in self.callbacks:
             callback(study, frozen)
         return frozen
@@ -305,12 +308,12 @@ class OptunaSweep:
         allowed = self.max_failure_rate * self.n_trials
         if len(self.failures) <= allowed + 1e-9:
             return
-        number, error = self.failures[0]
+        number, error, cause = self.failures[0]
         raise FailureRateExceeded(
             f"{len(self.failures)} of {self.launched} trials failed in this sweep, more than "
             f"max_failure_rate={self.max_failure_rate} of n_trials={self.n_trials} allows "
             f"({math.floor(allowed + 1e-9)}). First error (trial {number}): {error}"
-        )
+        ) from cause
 
     def finish(self, study: optuna.Study, sweep_dir: Path) -> dict[str, Any]:
         """Log the best trial(s); write ``optimization_results.yaml`` and ``plots/*.png`` in the sweep dir."""
