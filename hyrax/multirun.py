@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -39,6 +40,16 @@ class MultirunTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.mlflow.enabled:
             return
+        try:
+            self._open_parent(config)
+        except Exception as err:  # Hydra would only warn and run the whole sweep untracked
+            from hyrax.errors import HyraxError
+
+            sys.stderr.write(HyraxError(f"cannot open the sweep's MLflow run: {err}", key="mlflow.tracking_uri",
+                                        fix="check the MLflow store, or set mlflow.enabled=false").render() + "\n")
+            raise SystemExit(2) from err
+
+    def _open_parent(self, config: DictConfig) -> None:
         from hyrax.tracking import client_for, tracking_uri
 
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -100,11 +111,16 @@ class MultirunTracking(Callback):
         self.client.set_tag(self.info["run_id"], "hyrax.n_children", str(len(children)))
 
     def _end_if_unfinished(self) -> None:
-        if self.info is not None and not self.ended:
-            try:
-                self.client.set_terminated(self.info["run_id"], "FAILED")
-            except Exception:  # noqa: BLE001 - best effort while the interpreter exits
-                pass
+        """The sweep failed: close the parent, and children whose jobs died without closing theirs."""
+        if self.info is None or self.ended:
+            return
+        try:
+            for child in child_runs(self.client, self.info):
+                if child.info.status == "RUNNING":
+                    self.client.set_terminated(child.info.run_id, "FAILED")
+            self.client.set_terminated(self.info["run_id"], "FAILED")
+        except Exception:  # noqa: BLE001 - best effort while the interpreter exits
+            pass
 
 
 def child_runs(client: Any, info: Mapping[str, str]) -> list[Any]:

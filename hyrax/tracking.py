@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from hyrax.errors import HyraxError
+from hyrax.locks import sqlite_lock
 
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
@@ -40,10 +41,17 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 @functools.lru_cache(maxsize=8)
 def client_for(uri: str) -> Any:
-    """An MLflow client for `uri` (opening a store is slow: one per process and URI)."""
+    """An MLflow client for `uri` with its store ready (opening a store is slow: one per process and URI).
+
+    Processes that open a new SQLite store at the same moment (jobs or sweep workers started
+    together) would race on creating its tables; a lock file next to the database serialises that.
+    """
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    with sqlite_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # creates or migrates the schema
+    return client
 
 
 def ensure_experiment(client: Any, name: str, uri: str, launch_dir: Path) -> str:
@@ -52,13 +60,17 @@ def ensure_experiment(client: Any, name: str, uri: str, launch_dir: Path) -> str
     if found is not None:
         return found.experiment_id
     location = (launch_dir.resolve() / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except Exception:  # another process created it between our two calls
+    with sqlite_lock(uri):
         found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+        if found is not None:
+            return found.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except Exception:  # another process (on another host: no lock there) created it meanwhile
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
 
 
 def log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:

@@ -44,7 +44,12 @@ def open_storage(spec: StorageSpec) -> Any:
 
         return instantiate(dict(spec))
     if "://" in spec:
-        return spec
+        from optuna.storages import RDBStorage
+
+        from hyrax.locks import sqlite_lock
+
+        with sqlite_lock(spec):  # a new SQLite file: only one process may create its tables
+            return RDBStorage(spec)
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     os.makedirs(os.path.dirname(spec) or ".", exist_ok=True)

@@ -200,10 +200,16 @@ class OptunaSweep:
             study.enqueue_trial(params, skip_if_exists=True)
 
     def next_batch_size(self, study: optuna.Study) -> int:
-        """How many trials to launch next: up to ``n_jobs``, 0 when the sweep is done."""
+        """How many trials to launch next: up to ``n_jobs``, 0 when the sweep is done.
+
+        Trials other sweep processes are running on the same study count as on their way to
+        finishing, so that workers sharing a study do not overshoot ``n_trials`` together.
+        """
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state.is_finished() for t in trials)
-        size = min(self.n_jobs, self.n_trials - finished)
+        elsewhere = sum(t.state == TrialState.RUNNING and t.user_attrs.get(OWNER_ATTR, self.owner) != self.owner
+                        for t in trials)
+        size = min(self.n_jobs, self.n_trials - finished - elsewhere)
         if self.is_grid and size > 0:
             waiting = sum(t.state == TrialState.WAITING for t in trials)
             if study.sampler.is_exhausted(study) and not waiting:

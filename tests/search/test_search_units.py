@@ -155,7 +155,7 @@ def test_multi_objective_outcomes() -> None:
 def test_failure_rate_counts_against_n_trials() -> None:
     sweep = _sweep(n_trials=10, max_failure_rate=0.2)
     sweep.launched = 4
-    sweep.failures = [(1, "RuntimeError: boom"), (3, "the job returned NaN (nan)")]
+    sweep.failures = [(1, "RuntimeError: boom", RuntimeError("boom")), (3, "the job returned NaN (nan)", None)]
     sweep.check_failure_rate()  # 2 of 10 allowed
     sweep.failures.append((4, "x"))
     with pytest.raises(FailureRateExceeded, match=r"3 of 4 trials failed.*\(trial 1\): RuntimeError: boom"):
