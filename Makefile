@@ -22,8 +22,9 @@ demo: $(STAMP)
 	$(VENV)/bin/hyrax-run -m sweep=demo
 	@echo "== Done. Browse the runs with: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
+# Two workers, a test file each at a time: most tests wait on subprocesses and SQLite, not the CPU.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py
