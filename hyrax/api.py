@@ -46,7 +46,6 @@ def run_verb(config: dict[str, Any], run_dir: Path, launch_dir: Path,
 def run(cfg: DictConfig) -> Any:
     """The task `hyrax-run` hands to Hydra: run the verb in Hydra's output directory."""
     from hydra.core.hydra_config import HydraConfig
-
     from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
@@ -79,10 +78,10 @@ def epoch_reporter(config: dict[str, Any]) -> Optional[Callable[[int, dict[str, 
 
 def new_run_dir(root: Path) -> Path:
     """A fresh run directory that no other run shares, even one started in the same second."""
-    from hyrax.config import _unique_suffix
+    from hyrax.config import unique_suffix
 
-    return root / "runs" / datetime.now().strftime("%Y-%m-%d") / (
-        datetime.now().strftime("%H-%M-%S") + "_" + _unique_suffix())
+    now = datetime.now()
+    return root / "runs" / now.strftime("%Y-%m-%d") / f"{now:%H-%M-%S}_{unique_suffix()}"
 
 
 class Hyrax:

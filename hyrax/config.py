@@ -121,10 +121,10 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="hyrax_schema", node=HyraxConfig)
     if not OmegaConf.has_resolver("hyrax.uid"):
-        OmegaConf.register_new_resolver("hyrax.uid", _unique_suffix, use_cache=True)
+        OmegaConf.register_new_resolver("hyrax.uid", unique_suffix, use_cache=True)
 
 
-def _unique_suffix() -> str:
+def unique_suffix() -> str:
     """A short random suffix so that two runs started in the same second never share a directory."""
     return f"{os.getpid() % 100000:05d}{secrets.token_hex(2)}"
 

@@ -148,3 +148,21 @@ def test_early_stopping_stops_when_the_monitor_stalls():
 def test_grad_clip_and_scheduler_run(caplog):
     h = Hyrax(overrides=["train.grad_clip=0.5", "scheduler=cosine", "train.epochs=3", "mlflow.enabled=false"])
     assert math.isfinite(h.train())
+
+
+def test_list_loss_validate_step_and_infer_batch(tmp_path):
+    h = Hyrax(overrides=["model=userpkg.models.ListLossNet", "data_set=userpkg.data.ImageLabelData",
+                         "train.epochs=3", "optimizer.lr=0.01", "train.objective.metric=val/top1"])
+    assert h.train() > 0.5, "validate_step's metrics are the validation metrics"
+    probabilities = np.load(h.infer())
+    assert probabilities.shape == (240, 3) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_best_checkpoint_logged_when_asked(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    Hyrax(overrides=["train.epochs=1", "mlflow.log_checkpoint=true"]).train()
+    [run] = mlflow_runs(tmp_path)
+    names = [a.path for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(run.info.run_id,
+                                                                                              "checkpoints")]
+    assert names == ["checkpoints/best.pt"]

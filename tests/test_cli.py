@@ -154,3 +154,13 @@ def test_progress_bar_when_asked_and_ctrl_c_marks_the_run_killed(hyrax_run, tmp_
     assert "epoch 2:" in stderr and "it/s" in stderr, "no progress bar although train.progress=true"
     [run] = mlflow_runs(tmp_path)
     assert run.info.status == "KILLED"
+
+
+def test_users_own_conf_folder_extends_the_shipped_one(hyrax_run, tmp_path):
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "tiny.yaml").write_text(
+        "_target_: hyrax.models.builtin.MLP\nhidden: 7\ndepth: 1\nnum_outputs: null\n")
+    proc = ok(hyrax_run("model=tiny", "--cfg", "job"))
+    assert "hidden: 7" in proc.stdout
+    listed = ok(hyrax_run("--help")).stdout
+    assert "model: cnn, linear, mlp, tiny" in listed

@@ -96,3 +96,19 @@ def test_misconfigured_sweep_is_bad_input_not_a_crash(hyrax_run):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "1 of 1 trials failed" in proc.stderr and "Fix: 'model.hidden' is not a known key" in proc.stderr
+
+
+def test_multi_objective_study_and_parent_artifacts(hyrax_run):
+    proc = ok(hyrax_run("-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=nsgaii",
+                        "hydra.sweeper.direction=[minimize,maximize]", "hydra.sweeper.n_trials=3",
+                        "train.objective.metric=[val/loss,val/accuracy]",
+                        "train.objective.direction=[minimize,maximize]",
+                        "optimizer.lr=tag(log, interval(1e-4, 1e-1))", "train.epochs=1"))
+    [parent], children = _split(mlflow_runs(proc.cwd))
+    assert len(children) == 3 and all("objective_1" in c.data.metrics for c in children)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{proc.cwd}/mlflow.db")
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "optimization_results.yaml" in names and "plots" in names
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "plots")] == ["plots/pareto_front.png"]

@@ -156,6 +156,7 @@ class Batches:
                  iterable_split: Optional[tuple[str, dict[str, float]]] = None,
                  nan_mode: Optional[str] = None) -> None:
         self.batch_size, self.shuffle, self.convert = batch_size, shuffle, convert
+        self.with_to_tensor = with_to_tensor
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.tensors = None

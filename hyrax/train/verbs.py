@@ -75,10 +75,10 @@ def _all_items(config: Mapping[str, Any], data: Any) -> Batches:
     train = data.batches["train"]
     if isinstance(data.data_set, torch.utils.data.IterableDataset):
         return Batches(data.data_set, None, config["train"]["batch_size"], False, 0, train.convert,
-                       train.tensors is None, iterable_split=("all", {}))
+                       train.with_to_tensor, iterable_split=("all", {}))
     indices = np.arange(len(data.data_set))
     return Batches(data.data_set, indices, config["train"]["batch_size"], False, 0, train.convert,
-                   train.tensors is None, nan_mode=(config["data_set"] or {}).get("nan_mode"))
+                   train.with_to_tensor, nan_mode=(config["data_set"] or {}).get("nan_mode"))
 
 
 def prepare(config: Mapping[str, Any], run_dir: Path) -> Any:

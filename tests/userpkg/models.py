@@ -111,3 +111,23 @@ class CrashNet(PlainNet):
 
 def helper_that_divides(x):
     return x.sum() / 0 if x is None else 1 / 0
+
+
+class ListLossNet(PlainNet):
+    """Old docs style: train_step returns per-item losses as a list; own validate_step and infer_batch."""
+
+    def train_step(self, batch):
+        x, y = batch
+        self.optimizer.zero_grad()
+        losses = nn.functional.cross_entropy(self(x), y, reduction="none")
+        losses.mean().backward()
+        self.optimizer.step()
+        return {"loss": [v for v in losses.detach()]}
+
+    def validate_step(self, batch):
+        x, y = batch
+        return {"loss": nn.functional.cross_entropy(self(x), y), "top1": (self(x).argmax(1) == y).float().mean()}
+
+    def infer_batch(self, batch):
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return torch.softmax(self(x), dim=1)
