@@ -280,34 +280,40 @@ N_TRIALS = 6
 N_JOBS = 2
 
 
-@pytest.fixture(scope="module", params=["journal", "sqlite"])
-def shared_study(request, tmp_path_factory):
-    """Run WORKERS sweeps on one study at once; (launch dir, storage, worker logs)."""
-    where = tmp_path_factory.mktemp(f"workers_{request.param}")
-    storage = str(where / "shared.journal") if request.param == "journal" else f"sqlite:///{where}/shared.db"
-    from mlflow.tracking import MlflowClient
-
-    MlflowClient(f"sqlite:///{where}/mlflow.db").search_experiments()  # creates the store's tables
+def run_together(where: Path, arguments: list[list[str]], timeout: float) -> str:
+    """Start one `hyrax-run` per argument list at the same moment; assert all succeed; their logs."""
     procs = []
-    for w in range(WORKERS):
-        args = [str(BIN / "hyrax-run"), "-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=random",
-                "optimizer.lr=tag(log, interval(1e-4, 1e-1))", "hydra.sweeper.study_name=shared",
-                f"hydra.sweeper.storage={storage}", f"hydra.sweeper.n_trials={N_TRIALS}",
-                f"hydra.sweeper.n_jobs={N_JOBS}", "train.epochs=1", "data_set.n_samples=200",
-                f"hydra.sweep.dir={where}/multiruns/worker_{w}"]
+    for w, args in enumerate(arguments):
         with (where / f"worker_{w}.log").open("w") as log:
-            procs.append(subprocess.Popen(args, cwd=where, env=hyrax_env(), stdout=log, stderr=subprocess.STDOUT))
+            procs.append(subprocess.Popen([str(BIN / "hyrax-run"), *args], cwd=where, env=hyrax_env(),
+                                          stdout=log, stderr=subprocess.STDOUT))
     try:
         for proc in procs:
-            proc.wait(timeout=150)
+            proc.wait(timeout=timeout)
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
     outputs = "\n".join(f"== worker {w}\n" + (where / f"worker_{w}.log").read_text()[-4000:]
-                        for w in range(WORKERS))
-    assert [p.returncode for p in procs] == [0] * WORKERS, outputs
+                        for w in range(len(arguments)))
+    assert [p.returncode for p in procs] == [0] * len(arguments), outputs
+    return outputs
+
+
+@pytest.fixture(scope="module", params=["journal", "sqlite"])
+def shared_study(request, tmp_path_factory):
+    """Run WORKERS sweeps on one study at once; (launch dir, storage, worker logs)."""
+    where = tmp_path_factory.mktemp(f"workers_{request.param}")
+    storage = str(where / "shared.journal") if request.param == "journal" else f"sqlite:///{where}/shared.db"
+    # Both workers start on a new MLflow store and (with sqlite) a new Optuna database: whoever
+    # opens one first creates its tables while the other waits on the lock beside it.
+    outputs = run_together(where, [
+        ["-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=random",
+         "optimizer.lr=tag(log, interval(1e-4, 1e-1))", "hydra.sweeper.study_name=shared",
+         f"hydra.sweeper.storage={storage}", f"hydra.sweeper.n_trials={N_TRIALS}",
+         f"hydra.sweeper.n_jobs={N_JOBS}", "train.epochs=1", "data_set.n_samples=200",
+         f"hydra.sweep.dir={where}/multiruns/worker_{w}"] for w in range(WORKERS)], timeout=150)
     return where, storage, outputs
 
 
@@ -346,24 +352,9 @@ def test_sweep_workers_on_one_study_each_track_their_trials(shared_study):
 def test_sweeps_started_together_on_a_fresh_mlflow_store_both_track(tmp_path):
     # Array tasks start in the same second, and the first run on a store creates its tables. Two
     # sweeps doing that at once must both get their parent run and their child runs.
-    procs = []
-    for w in range(WORKERS):
-        args = [str(BIN / "hyrax-run"), "-m", "optimizer.lr=0.01", "train.epochs=1", "data_set.n_samples=200",
-                f"hydra.sweep.dir={tmp_path}/multiruns/worker_{w}"]
-        with (tmp_path / f"worker_{w}.log").open("w") as log:
-            procs.append(subprocess.Popen(args, cwd=tmp_path, env=hyrax_env(), stdout=log,
-                                          stderr=subprocess.STDOUT))
-    try:
-        for proc in procs:
-            proc.wait(timeout=120)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    outputs = "\n".join(f"== worker {w}\n" + (tmp_path / f"worker_{w}.log").read_text()[-3000:]
-                        for w in range(WORKERS))
-    assert [p.returncode for p in procs] == [0] * WORKERS, outputs
+    outputs = run_together(tmp_path, [
+        ["-m", "optimizer.lr=0.01", "train.epochs=1", "data_set.n_samples=200",
+         f"hydra.sweep.dir={tmp_path}/multiruns/worker_{w}"] for w in range(WORKERS)], timeout=120)
     assert "Callback" not in outputs, outputs  # Hydra turns a callback's exception into a warning
     parents, children = split(mlflow_runs(tmp_path))
     assert len(parents) == WORKERS and {p.info.status for p in parents} == {"FINISHED"}, outputs
