@@ -269,6 +269,23 @@ def test_a_job_killed_by_a_signal_ends_the_sweep_instead_of_hanging_it(slurm, ru
     assert parent.info.status == "FAILED"
 
 
+def test_a_dead_job_fails_only_its_own_optuna_trial(slurm, run_env, tmp_path):
+    # Two trials in one batch, the first of which dies without a result: only it is told FAIL; the
+    # other, healthy job of the same batch completes and is told COMPLETE.
+    proc = hyrax(["-m", *SLURM, *SMALL, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2",
+                  "hydra.sweeper.n_jobs=2", "hydra.sweeper.max_failure_rate=0.5",
+                  "model=choice(slurmpkg.SelfKillNet, userpkg.models.PlainNet)",
+                  "hydra.sweeper.enqueue_trials=[{model: slurmpkg.SelfKillNet}, {model: userpkg.models.PlainNet}]",
+                  "data_set=userpkg.data.ImageLabelData", "train.epochs=1"], tmp_path, run_env, 200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [journal] = tmp_path.rglob("optuna.journal")
+    states = {t.params["model"]: t.state.name for t in study_of(str(journal)).get_trials()}
+    assert states == {"slurmpkg.SelfKillNet": "FAIL", "userpkg.models.PlainNet": "COMPLETE"}, states
+    [parent], children = split(mlflow_runs(tmp_path))
+    assert sorted(c.data.tags["hyrax.optuna_state"] for c in children) == ["COMPLETE", "FAIL"]
+    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
+
+
 # Several sweep processes on one study: what `sbatch --array=0-3` of the same `hyrax-run -m` does on a
 # cluster (README "Running on a Slurm cluster"). Here the workers run side by side with Hydra's basic
 # launcher: no Slurm needed. Each worker has its own sweep dir (its own MLflow parent run and job

@@ -1,0 +1,30 @@
+"""Thin adapters over hydra-submitit-launcher's launchers: see `hyrax.cluster`.
+
+`hydra/launcher=slurm` and `hydra/launcher=local` (conf/hydra/launcher/) point at these classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
+
+
+class HyraxSlurmLauncher(SlurmLauncher):
+    """`submitit_slurm`, where a job that dies is one FAILED job instead of an error for the batch."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
+        from hyrax.cluster import dead_jobs_as_failures
+
+        with dead_jobs_as_failures():
+            return super().launch(job_overrides, initial_job_idx)
+
+
+class HyraxLocalLauncher(LocalLauncher):
+    """`submitit_local`, where a job that dies is one FAILED job instead of an error for the batch."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
+        from hyrax.cluster import dead_jobs_as_failures
+
+        with dead_jobs_as_failures():
+            return super().launch(job_overrides, initial_job_idx)
