@@ -143,9 +143,13 @@ class Tracker:
             self.client.log_batch(self.run_id, metrics=metrics[i:i + MAX_METRICS_PER_BATCH])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        """Set run tags (in the background)."""
-        self._pending.append(self._pool.submit(
-            lambda: [self.client.set_tag(self.run_id, k, str(v)[:5000]) for k, v in tags.items()]))
+        """Set run tags (in the background, in one call)."""
+        self._pending.append(self._pool.submit(self._write_tags, dict(tags)))
+
+    def _write_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
 
     def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
         """Copy a file into the run's artifacts (in the background)."""
