@@ -20,7 +20,7 @@ import optuna
 import pytest
 import torch
 
-from hyraxtest import BIN, TESTS, hyrax_env, metric_history, mlflow_runs
+from hyraxtest import BIN, TESTS, hyrax_env, metric_history, mlflow_runs, parent_and_children
 
 ROOT = TESTS.parent
 CLUSTER = ROOT / ".ci" / "local-slurm.sh"
@@ -117,12 +117,6 @@ def job_logs(root: Path, tail: int = 4000) -> str:
     return "\n".join(f"== {f.relative_to(root)}\n{f.read_text(errors='replace')[-tail:]}" for f in files)
 
 
-def split(runs):
-    parents = [r for r in runs if r.data.tags.get("hyrax.kind") == "sweep"]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return parents, children
-
-
 def study_of(storage: str, name: str | None = None) -> optuna.Study:
     """A study read from a journal file path or an RDB URL (the only study in it when no name)."""
     from hyrax.search.storage import open_storage
@@ -146,7 +140,7 @@ def test_grid_on_slurm_is_one_parent_with_a_child_per_job(slurm, run_env, tmp_pa
     # 2 CPUs per job the two jobs take turns on the 2-CPU test node.
     proc = ok(hyrax(["-m", *SLURM, "optimizer.lr=0.001,0.01", "train.epochs=2"], tmp_path, run_env, 150),
               tmp_path)
-    [parent], children = split(mlflow_runs(tmp_path))
+    [parent], children = parent_and_children(mlflow_runs(tmp_path))
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["hyrax.launcher"].endswith("SlurmLauncher")
     assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
@@ -182,7 +176,7 @@ def test_optuna_trials_on_slurm_prune_each_other_through_the_journal(slurm, run_
     states = {t.number: t.state.name for t in trials}
     assert states == {0: "COMPLETE", 1: "COMPLETE", 2: "PRUNED", 3: "PRUNED"}, (states, proc.stderr[-3000:])
     assert all(len(t.intermediate_values) == 1 for t in trials if t.state.name == "PRUNED")
-    [parent], children = split(mlflow_runs(tmp_path))
+    [parent], children = parent_and_children(mlflow_runs(tmp_path))
     assert parent.info.status == "FINISHED"
     tagged = {int(c.data.tags["hyrax.trial_number"]): (c.data.tags["hyrax.optuna_state"], c.info.status)
               for c in children}
@@ -234,7 +228,7 @@ def test_requeued_jobs_resume_from_their_last_checkpoint(slurm, run_env, tmp_pat
             proc.wait()
     assert proc.returncode == 0, (tmp_path / "sweep.log").read_text() + job_logs(tmp_path)
 
-    [parent], children = split(mlflow_runs(tmp_path))
+    [parent], children = parent_and_children(mlflow_runs(tmp_path))
     assert parent.info.status == "FINISHED"
     assert len(children) == 2, [c.data.tags["hyrax.run_dir"] for c in children]
     tasks = task_ids(tmp_path)
@@ -265,7 +259,7 @@ def test_a_job_killed_by_a_signal_ends_the_sweep_instead_of_hanging_it(slurm, ru
     tasks = task_ids(tmp_path)
     states = sacct_states(tasks, run_env)
     assert states[tasks[0]] == "FAILED", states
-    [parent], _ = split(mlflow_runs(tmp_path))
+    [parent], _ = parent_and_children(mlflow_runs(tmp_path))
     assert parent.info.status == "FAILED"
 
 
@@ -281,7 +275,7 @@ def test_a_dead_job_fails_only_its_own_optuna_trial(slurm, run_env, tmp_path):
     [journal] = tmp_path.rglob("optuna.journal")
     states = {t.params["model"]: t.state.name for t in study_of(str(journal)).get_trials()}
     assert states == {"slurmpkg.SelfKillNet": "FAIL", "userpkg.models.PlainNet": "COMPLETE"}, states
-    [parent], children = split(mlflow_runs(tmp_path))
+    [parent], children = parent_and_children(mlflow_runs(tmp_path))
     assert sorted(c.data.tags["hyrax.optuna_state"] for c in children) == ["COMPLETE", "FAIL"]
     assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
 
@@ -354,7 +348,7 @@ def test_sweep_workers_share_one_study(shared_study):
 def test_sweep_workers_on_one_study_each_track_their_trials(shared_study):
     where, storage, outputs = shared_study
     trials = study_of(storage, "shared").get_trials()
-    parents, children = split(mlflow_runs(where))
+    parents, children = parent_and_children(mlflow_runs(where))
     # One parent per worker, each FINISHED, whose children are the trials that worker ran.
     assert len(parents) == WORKERS and {p.info.status for p in parents} == {"FINISHED"}, outputs
     assert sorted(int(c.data.tags["hyrax.trial_number"]) for c in children) == sorted(t.number for t in trials)
@@ -373,6 +367,6 @@ def test_sweeps_started_together_on_a_fresh_mlflow_store_both_track(tmp_path):
         ["-m", "optimizer.lr=0.01", "train.epochs=1", "data_set.n_samples=200",
          f"hydra.sweep.dir={tmp_path}/multiruns/worker_{w}"] for w in range(WORKERS)], timeout=120)
     assert "Callback" not in outputs, outputs  # Hydra turns a callback's exception into a warning
-    parents, children = split(mlflow_runs(tmp_path))
+    parents, children = parent_and_children(mlflow_runs(tmp_path))
     assert len(parents) == WORKERS and {p.info.status for p in parents} == {"FINISHED"}, outputs
     assert sorted(c.data.tags["mlflow.parentRunId"] for c in children) == sorted(p.info.run_id for p in parents)

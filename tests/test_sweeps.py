@@ -8,20 +8,14 @@ import time
 
 import optuna
 
-from hyraxtest import BIN, hyrax_env, mlflow_runs, ok
+from hyraxtest import BIN, hyrax_env, mlflow_runs, ok, parent_and_children
 
 OPTUNA = ["hydra/sweeper=optuna", "optimizer.lr=tag(log, interval(1e-4, 1e-1))"]
 
 
-def _split(runs):
-    parents = [r for r in runs if r.data.tags.get("hyrax.kind") == "sweep"]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return parents, children
-
-
 def test_grid_sweep_has_a_parent_with_the_best_child(hyrax_run):
     proc = ok(hyrax_run("-m", "optimizer.lr=0.0001,0.001,0.01", "model.hidden=8,16", "train.epochs=1"))
-    [parent], children = _split(mlflow_runs(proc.cwd))
+    [parent], children = parent_and_children(mlflow_runs(proc.cwd))
     assert len(children) == 6
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert parent.info.status == "FINISHED"
@@ -36,7 +30,7 @@ def test_failed_job_fails_the_parent(hyrax_run):
     proc = hyrax_run("-m", "model=userpkg.models.CrashNet,mlp", "data_set=userpkg.data.ImageLabelData",
                      "train.epochs=1")
     assert proc.returncode == 1 and "ZeroDivisionError" in proc.stderr
-    [parent], children = _split(mlflow_runs(proc.cwd))
+    [parent], children = parent_and_children(mlflow_runs(proc.cwd))
     assert parent.info.status == "FAILED"
     assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
 
@@ -45,7 +39,7 @@ def test_parallel_optuna_trials_share_one_sqlite_store(hyrax_run):
     proc = ok(hyrax_run("-m", *OPTUNA, "hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2",
                         "hydra.sweeper.n_trials=4", "train.epochs=4", "model=userpkg.models.PlainNet",
                         "data_set=userpkg.data.ImageLabelData", "data_set.delay=0.003", timeout=400))
-    [parent], children = _split(mlflow_runs(proc.cwd))
+    [parent], children = parent_and_children(mlflow_runs(proc.cwd))
     assert len(children) == 4 and parent.info.status == "FINISHED"
     assert sorted(int(c.data.tags["hyrax.trial_number"]) for c in children) == [0, 1, 2, 3]
     assert {c.data.tags["hyrax.optuna_state"] for c in children} == {"COMPLETE"}
@@ -76,7 +70,7 @@ def test_killed_optuna_sweep_resumes_with_one_child_per_trial(tmp_path):
     trials = _study(journal).get_trials()
     finished = [t for t in trials if t.state.is_finished()]
     assert len(finished) == 6 and len({t.number for t in trials}) == len(trials)
-    [parent], children = _split(mlflow_runs(tmp_path))
+    [parent], children = parent_and_children(mlflow_runs(tmp_path))
     assert parent.info.status == "FINISHED"
     assert sorted(int(c.data.tags["hyrax.trial_number"]) for c in children) == sorted(t.number for t in trials)
     assert all(c.info.status != "RUNNING" for c in children)
@@ -104,7 +98,7 @@ def test_multi_objective_study_and_parent_artifacts(hyrax_run):
                         "train.objective.metric=[val/loss,val/accuracy]",
                         "train.objective.direction=[minimize,maximize]",
                         "optimizer.lr=tag(log, interval(1e-4, 1e-1))", "train.epochs=1"))
-    [parent], children = _split(mlflow_runs(proc.cwd))
+    [parent], children = parent_and_children(mlflow_runs(proc.cwd))
     assert len(children) == 3 and all("objective_1" in c.data.metrics for c in children)
     from mlflow.tracking import MlflowClient
 

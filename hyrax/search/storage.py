@@ -14,10 +14,11 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Union
 
+from hyrax.locks import SQLITE_PREFIX
+
 StorageSpec = Union[str, Mapping[str, Any]]
 
 JOURNAL_FILE = "optuna.journal"
-_SQLITE = "sqlite:///"
 
 
 def resolve_storage(storage: Any, sweep_dir: Union[str, Path]) -> StorageSpec:
@@ -28,9 +29,9 @@ def resolve_storage(storage: Any, sweep_dir: Union[str, Path]) -> StorageSpec:
     if isinstance(storage, Mapping):
         return dict(storage)
     storage = str(storage)
-    if storage.startswith(_SQLITE) and not storage.startswith(_SQLITE + "/"):
-        path = storage[len(_SQLITE):]
-        return storage if path.startswith(":memory:") else _SQLITE + str(Path(path).absolute())
+    if storage.startswith(SQLITE_PREFIX) and not storage.startswith(SQLITE_PREFIX + "/"):
+        path = storage[len(SQLITE_PREFIX):]
+        return storage if path.startswith(":memory:") else SQLITE_PREFIX + str(Path(path).absolute())
     if "://" in storage:
         return storage
     return str(Path(storage).absolute())
