@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -28,6 +29,9 @@ def main() -> None:
 
     from hyrax import report
 
+    # As with `python -m`, packages in the working directory are importable (model=mypkg.MyModel).
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     register_configs()
     # Hydra reports failures itself with exit code 1; ours tells bad input (exit 2) from crashes.
     import hydra._internal.utils as hydra_utils

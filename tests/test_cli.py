@@ -164,3 +164,16 @@ def test_users_own_conf_folder_extends_the_shipped_one(hyrax_run, tmp_path):
     assert "hidden: 7" in proc.stdout
     listed = ok(hyrax_run("--help")).stdout
     assert "model: cnn, linear, mlp, tiny" in listed
+
+
+def test_readme_tour_package_in_the_working_directory(hyrax_run, tmp_path):
+    """The README's own model and data set, saved as ./mypkg, train with the README's command."""
+    from hyraxtest import TESTS
+
+    readme = (TESTS.parent / "README.md").read_text()
+    start = readme.index("# mypkg/__init__.py")
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text(readme[start:readme.index("```", start)])
+    command = next(line for line in readme.splitlines() if line.startswith("hyrax-run model=mypkg.MyModel"))
+    proc = ok(hyrax_run(*command.split()[1:], "train.epochs=2", "mlflow.enabled=false"))
+    assert "epoch 2/2" in proc.stdout
