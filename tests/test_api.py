@@ -166,3 +166,34 @@ def test_best_checkpoint_logged_when_asked(tmp_path):
     names = [a.path for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(run.info.run_id,
                                                                                               "checkpoints")]
     assert names == ["checkpoints/best.pt"]
+
+
+def test_classes_defined_in_main_as_in_a_notebook(tmp_path):
+    import subprocess
+    import sys
+
+    from hyraxtest import hyrax_env
+
+    script = tmp_path / "notebook.py"
+    script.write_text('''
+import torch
+from torch import nn
+from hyrax import Hyrax
+from hyrax.models import hyrax_model
+
+@hyrax_model
+class NotebookNet(nn.Module):
+    def __init__(self, data_sample, width: int = 4):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(data_sample[0].shape[1], width), nn.ReLU(), nn.Linear(width, 4))
+    def forward(self, x):
+        return self.net(x)
+
+h = Hyrax(overrides=["model=NotebookNet", "model.width=6", "train.epochs=1", "mlflow.enabled=false"])
+print("target", h.config["model"]["_target_"])
+print("objective", h.train())
+''')
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=hyrax_env(), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "target __main__.NotebookNet" in out.stdout and "objective " in out.stdout
