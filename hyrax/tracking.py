@@ -158,6 +158,9 @@ class Tracker:
 
     def finish(self, status: str) -> None:
         """Write everything still buffered, set FINISHED / FAILED / KILLED and wait for the writer."""
+        if self._started is None or self._started.exception() is not None:
+            self._pool.shutdown(wait=True)  # no run to write to: its error was reported by `run_id`
+            return
         self.flush()
         self._pending.append(self._pool.submit(lambda: self.client.set_terminated(self.run_id, status)))
         errors = [f.exception() for f in self._pending if f.exception() is not None]

@@ -63,9 +63,48 @@ def check_required(group: str, params: Mapping[str, Any]) -> None:
                          fix=f"add {key}=VALUE to the command line (or to your {group} config)")
 
 
+_SIMPLE = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def check_types(group: str, cls: type, params: Mapping[str, Any]) -> None:
+    """Fail with the key when a value cannot be what the constructor's annotation or default says.
+
+    Component configs are open mappings, so Hydra cannot type-check them; the signature can.
+    """
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return
+    for name, value in params.items():
+        parameter = signature.parameters.get(name)
+        expected = _expected_type(parameter) if parameter is not None else None
+        if expected is not None and value is not None and value != "???" and not _fits(value, expected):
+            raise HyraxError(f"{cls.__qualname__} takes {expected.__name__} for '{name}', not {value!r}",
+                             key=f"{group}.{name}", fix=f"give {group}.{name} a {expected.__name__} value")
+
+
+def _expected_type(parameter: inspect.Parameter) -> Optional[type]:
+    annotation = parameter.annotation
+    if isinstance(annotation, str):
+        annotation = _SIMPLE.get(annotation)
+    if annotation in _SIMPLE.values():
+        return annotation
+    default = parameter.default
+    return type(default) if type(default) in (int, float, bool) else None
+
+
+def _fits(value: Any, expected: type) -> bool:
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
 def build_model(cls: type, params: Mapping[str, Any], config: Mapping[str, Any], data_sample: Any) -> nn.Module:
     """Construct a model from its config, passing `config`, `data_sample` or `shape` when asked for."""
     check_required("model", params)
+    check_types("model", cls, params)
     x = data_sample[0] if isinstance(data_sample, (tuple, list)) else data_sample
     injected = {"config": read_only(config), "data_sample": data_sample,
                 "shape": tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else None}

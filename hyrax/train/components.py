@@ -18,6 +18,7 @@ from hyrax.models.contract import (
     TO_TENSOR_NAMES,
     build_model,
     check_required,
+    check_types,
     constructor_kwargs,
     find_method,
     read_only,
@@ -64,14 +65,18 @@ def build_component(group: str, node: Optional[Mapping[str, Any]], config: Mappi
     cls = locate_target(group, node["_target_"])
     params = component_params(node)
     check_required(group, params)
+    check_types(group, cls, params)
     injected.setdefault("config", read_only(config))
     try:
         return cls(**constructor_kwargs(cls, params, injected))
-    except TypeError as err:
-        if "argument" not in str(err):
+    except (TypeError, ValueError) as err:
+        # torch's own classes reject bad values this way; in user classes only a signature mismatch
+        # is bad input, anything else is a bug to show with its traceback.
+        ours = group in ("criterion", "optimizer", "scheduler") or "argument" in str(err)
+        if not ours:
             raise
         raise HyraxError(f"{cls.__qualname__} rejected its arguments: {err}", key=group,
-                         fix=f"check the {group}.* keys against {cls.__qualname__}'s signature") from err
+                         fix=f"check the {group}.* values against {cls.__qualname__}'s parameters") from err
 
 
 def build_data_set(config: Mapping[str, Any]) -> Any:
@@ -149,6 +154,9 @@ def make_model(config: Mapping[str, Any], data: DataParts, device: torch.device)
 
 def attach_training_parts(model: nn.Module, config: Mapping[str, Any]) -> None:
     """Give the model `criterion`, `optimizer` and `scheduler` built from config, as the contract promises."""
+    if not any(p.requires_grad for p in model.parameters()):
+        raise HyraxError(f"{type(model).__qualname__} has no trainable parameters", key="model",
+                         fix="pick a model with layers to train")
     model.criterion = build_component("criterion", config["criterion"], config)
     model.optimizer = build_component("optimizer", config["optimizer"], config, params=model.parameters())
     model.scheduler = build_component("scheduler", config.get("scheduler"), config, optimizer=model.optimizer)

@@ -75,3 +75,15 @@ class PairStream(HyraxDataset, IterableDataset):
         for i in range(self.n):
             x, label = _cluster(i)
             yield torch.from_numpy(x), label
+
+
+class UnlabeledStream(HyraxDataset, IterableDataset):
+    """An iterable data set of inputs only."""
+
+    def __init__(self, config, n: int = 50):
+        super().__init__(config)
+        self.n = n
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield torch.from_numpy(_cluster(i)[0])

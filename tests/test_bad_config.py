@@ -1,0 +1,71 @@
+"""More bad input, each one message naming the key: checked through the API (fast) and the CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hyrax import Hyrax, HyraxError
+from hyraxtest import user_error
+
+OFF = "mlflow.enabled=false"
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize("overrides,key,words", [
+    (["train.device=cuda"], "train.device", "not available"),
+    (["data_set.nan_mode=sometimes"], "data_set.nan_mode", "unknown nan_mode"),
+    (["train.split.validate=0.7", "train.split.test=0.7"], "train.split", "more than the 2000 items"),
+    (["train.split.train=0", "train.split.validate=0.5"], "train.split.train", "train split is empty"),
+    (["train.objective.metric=val/f1"], "train.objective.metric", "'val/f1' was not measured"),
+    (["model=linear", "data_set=userpkg.data.PairStream", "model.num_outputs=null",
+      "data_set._target_=userpkg.data.UnlabeledStream"], "model.num_outputs", "no labels to count"),
+    (["model=torch.nn.ReLU"], "model", "has no trainable parameters"),
+    (["model=torch.optim.SGD", "model.lr=0.1"], "model.params", "required parameter 'params'"),
+    (["optimizer.lr=-1"], "optimizer", "Adam rejected its arguments: Invalid learning rate"),
+    (["scheduler=step", "scheduler.step_size=abc"], "scheduler.step_size", "takes int for 'step_size', not 'abc'"),
+    (["optimizer.lr=fast"], "optimizer.lr", "takes float for 'lr', not 'fast'"),
+    (["model.hidden=1.5"], "model.hidden", "takes int for 'hidden', not 1.5"),
+    (["verb=dance"], "verb", "unknown verb 'dance'"),
+])
+def test_bad_settings_name_their_key(overrides, key, words):
+    with pytest.raises(HyraxError) as caught:
+        h = Hyrax(overrides=[*overrides, "train.epochs=1", OFF])
+        h._run(h.config["verb"])
+    assert caught.value.key == key and words in caught.value.message, caught.value.render()
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    h = Hyrax(overrides=["train.epochs=1", OFF])
+    h.train()
+    other = Hyrax(overrides=["model=linear", OFF])
+    with pytest.raises(HyraxError, match="holds a hyrax.models.builtin.MLP") as caught:
+        other.infer(ckpt_path=str(h.last_run_dir))
+    assert caught.value.key == "model"
+    with pytest.raises(HyraxError, match="no checkpoint at") as caught:
+        other.infer(ckpt_path=str(tmp_path / "nowhere"))
+    assert caught.value.key == "ckpt_path"
+
+
+def test_csv_without_the_label_column(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n3,4\n")
+    with pytest.raises(HyraxError, match="no column 'label'") as caught:
+        Hyrax(overrides=["data_set=csv", f"data_set.path={tmp_path}/t.csv", OFF]).prepare()
+    assert caught.value.key == "data_set.label_column"
+
+
+def test_unusable_tracking_store_is_bad_input_for_runs_and_sweeps(hyrax_run):
+    bad = "mlflow.tracking_uri=sqlite:////proc/no-such-dir/mlflow.db"
+    user_error(hyrax_run(bad, "train.epochs=1"), "mlflow.tracking_uri", "cannot use the MLflow store")
+    user_error(hyrax_run("-m", bad, "train.epochs=1"), "mlflow.tracking_uri", "cannot open the sweep's MLflow run")
+
+
+def test_unknown_verb_on_the_command_line(hyrax_run):
+    user_error(hyrax_run("verb=dance", OFF), "Error in verb", "use one of: train, test, infer, prepare")
+
+
+assert torch  # the API tests above build real models
