@@ -27,9 +27,9 @@ def in_tmp(tmp_path, monkeypatch):
     (["model=torch.nn.ReLU"], "model", "has no trainable parameters"),
     (["model=torch.optim.SGD", "model.lr=0.1"], "model.params", "required parameter 'params'"),
     (["optimizer.lr=-1"], "optimizer", "Adam rejected its arguments: Invalid learning rate"),
-    (["scheduler=step", "scheduler.step_size=abc"], "scheduler.step_size", "takes int for 'step_size', not 'abc'"),
-    (["optimizer.lr=fast"], "optimizer.lr", "takes float for 'lr', not 'fast'"),
-    (["model.hidden=1.5"], "model.hidden", "takes int for 'hidden', not 1.5"),
+    (["scheduler=step", "scheduler.step_size=abc"], "scheduler.step_size", "takes a value of type int for 'step_size', not 'abc'"),
+    (["optimizer.lr=fast"], "optimizer.lr", "takes a number for 'lr', not 'fast'"),
+    (["model.hidden=1.5"], "model.hidden", "takes a value of type int for 'hidden', not 1.5"),
     (["verb=dance"], "verb", "unknown verb 'dance'"),
 ])
 def test_bad_settings_name_their_key(overrides, key, words):
@@ -37,6 +37,29 @@ def test_bad_settings_name_their_key(overrides, key, words):
         h = Hyrax(overrides=[*overrides, "train.epochs=1", OFF])
         h._run(h.config["verb"])
     assert caught.value.key == key and words in caught.value.message, caught.value.render()
+
+
+@pytest.mark.parametrize("choice", ["optimizer=sgd", "optimizer=adam", "optimizer=adamw", "scheduler=step",
+                                    "scheduler=cosine", "scheduler=plateau", "model=cnn", "model=linear"])
+def test_every_shipped_option_passes_the_type_checks(choice):
+    from hyrax.api import as_plain
+    from hyrax.train.components import assemble, pick_device
+
+    extra = ["data_set=numpy", "data_set.path=img.npz"] if choice == "model=cnn" else []
+    if extra:
+        import numpy as np
+
+        np.savez("img.npz", x=np.random.rand(40, 3, 8, 8).astype("float32"), y=np.arange(40) % 2)
+    h = Hyrax(overrides=[choice, *extra, "optimizer.weight_decay=0.001", OFF])
+    assemble(as_plain(h.config), pick_device("cpu"))
+
+
+@pytest.mark.parametrize("criterion", ["mse", "l1", "huber", "bce_with_logits"])
+def test_every_shipped_criterion_trains_on_real_valued_targets(criterion):
+    import math
+
+    h = Hyrax(overrides=["data_set=synthetic_regression", f"criterion={criterion}", "train.epochs=1", OFF])
+    assert math.isfinite(h.train())
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):

@@ -160,6 +160,17 @@ def test_grid_on_slurm_is_one_parent_with_a_child_per_job(slurm, run_env, tmp_pa
     assert "Submitit 'slurm' sweep output dir" in proc.stderr + proc.stdout
 
 
+def test_gpu_request_and_setup_lines_reach_the_job(slurm, run_env, tmp_path):
+    # The test node declares one GPU as a GRES over a stand-in device: a job asking for it gets
+    # CUDA_VISIBLE_DEVICES from Slurm, and the preset's setup lines run before the job.
+    ok(hyrax(["-m", *SLURM, *SMALL, "hydra.launcher.gpus_per_node=1",
+              "hydra.launcher.setup=[\"echo SETUP_SAW_GPUS=$CUDA_VISIBLE_DEVICES\"]", "train.epochs=1"],
+             tmp_path, run_env, 150), tmp_path)
+    [task] = task_ids(tmp_path)
+    [out] = tmp_path.rglob(f".submitit/{task}/{task}_0_log.out")
+    assert "SETUP_SAW_GPUS=0" in out.read_text()
+
+
 def test_optuna_trials_on_slurm_prune_each_other_through_the_journal(slurm, run_env, tmp_path):
     # Trials 0 and 1 learn (lr 0.01, 0.02); trials 2 and 3 barely move (lr 1e-7, 2e-7). Trial 2 and 3
     # run as other Slurm jobs than 0 and 1: the median pruner sees 0 and 1's curves only through the

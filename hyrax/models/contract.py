@@ -79,8 +79,9 @@ def check_types(group: str, cls: type, params: Mapping[str, Any]) -> None:
         parameter = signature.parameters.get(name)
         expected = _expected_type(parameter) if parameter is not None else None
         if expected is not None and value is not None and value != "???" and not _fits(value, expected):
-            raise HyraxError(f"{cls.__qualname__} takes {expected.__name__} for '{name}', not {value!r}",
-                             key=f"{group}.{name}", fix=f"give {group}.{name} a {expected.__name__} value")
+            kind = "a number" if expected is float else f"a value of type {expected.__name__}"
+            raise HyraxError(f"{cls.__qualname__} takes {kind} for '{name}', not {value!r}",
+                             key=f"{group}.{name}", fix=f"give {group}.{name} {kind}")
 
 
 def _expected_type(parameter: inspect.Parameter) -> Optional[type]:
@@ -89,8 +90,10 @@ def _expected_type(parameter: inspect.Parameter) -> Optional[type]:
         annotation = _SIMPLE.get(annotation)
     if annotation in _SIMPLE.values():
         return annotation
-    default = parameter.default
-    return type(default) if type(default) in (int, float, bool) else None
+    default = parameter.default  # unannotated: a numeric default says "a number", not which kind
+    if isinstance(default, bool):
+        return bool
+    return float if type(default) in (int, float) else None
 
 
 def _fits(value: Any, expected: type) -> bool:
