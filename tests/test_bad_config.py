@@ -74,6 +74,28 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     assert caught.value.key == "ckpt_path"
 
 
+def test_model_that_is_not_a_module():
+    with pytest.raises(HyraxError, match="NotAModel is not a torch.nn.Module") as caught:
+        Hyrax(overrides=["model=userpkg.models.NotAModel", OFF]).train()
+    assert caught.value.key == "model"
+
+
+def test_unreadable_checkpoint(tmp_path):
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(HyraxError, match="cannot read checkpoint") as caught:
+        Hyrax(overrides=[OFF]).infer(ckpt_path=str(tmp_path / "broken.pt"))
+    assert caught.value.key == "ckpt_path"
+
+
+def test_inputs_and_labels_of_different_lengths(tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((10, 3), "float32"), y=np.zeros(9, "int64"))
+    with pytest.raises(HyraxError, match="10 inputs but 9 labels") as caught:
+        Hyrax(overrides=["data_set=numpy", f"data_set.path={tmp_path}/d.npz", OFF]).prepare()
+    assert caught.value.key == "data_set"
+
+
 def test_csv_without_the_label_column(tmp_path):
     (tmp_path / "t.csv").write_text("a,b\n1,2\n3,4\n")
     with pytest.raises(HyraxError, match="no column 'label'") as caught:

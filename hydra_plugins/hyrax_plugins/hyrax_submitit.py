@@ -10,21 +10,19 @@ from typing import Any, Sequence
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
 
 
-class HyraxSlurmLauncher(SlurmLauncher):
-    """`submitit_slurm`, where a job that dies is one FAILED job instead of an error for the batch."""
+class _DeadJobsAsFailures:
+    """Collects a batch so that a job that died is one FAILED job, not an error for the whole batch."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
         from hyrax.cluster import dead_jobs_as_failures
 
         with dead_jobs_as_failures():
-            return super().launch(job_overrides, initial_job_idx)
+            return super().launch(job_overrides, initial_job_idx)  # type: ignore[misc]
 
 
-class HyraxLocalLauncher(LocalLauncher):
-    """`submitit_local`, where a job that dies is one FAILED job instead of an error for the batch."""
+class HyraxSlurmLauncher(_DeadJobsAsFailures, SlurmLauncher):
+    """`submitit_slurm`, where a job that dies fails alone."""
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
-        from hyrax.cluster import dead_jobs_as_failures
 
-        with dead_jobs_as_failures():
-            return super().launch(job_overrides, initial_job_idx)
+class HyraxLocalLauncher(_DeadJobsAsFailures, LocalLauncher):
+    """`submitit_local`, where a job that dies fails alone."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any, Optional
@@ -45,7 +46,7 @@ def load(path: Path) -> dict[str, Any]:
     """Read a checkpoint written by `save`."""
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as err:
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         raise HyraxError(f"cannot read checkpoint {path}: {err}", key="ckpt_path",
                          fix="point at a .pt file written by hyrax-run, or at its run directory") from err
 

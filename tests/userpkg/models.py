@@ -131,3 +131,10 @@ class ListLossNet(PlainNet):
     def infer_batch(self, batch):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return torch.softmax(self(x), dim=1)
+
+
+class NotAModel:
+    """Not a torch.nn.Module."""
+
+    def __init__(self, width: int = 3):
+        self.width = width
