@@ -140,3 +140,18 @@ def user_dir(name: str) -> Optional[Path]:
     """The user's own `conf` or `sweeps` folder in the working directory, when there is one."""
     candidate = Path.cwd() / name
     return candidate if candidate.is_dir() else None
+
+
+def config_dirs(name: str) -> list[Path]:
+    """The `conf` or `sweeps` folders Hyrax reads, the user's (which wins) first."""
+    return [d for d in (user_dir(name), builtin_dir(name)) if d is not None]
+
+
+def config_names(group: str) -> list[str]:
+    """The config files a component group offers (`model` -> mlp, cnn, ...), shipped and the user's."""
+    return sorted({p.stem for d in config_dirs("conf") for p in (d / group).glob("*.yaml")})
+
+
+def sweep_names() -> list[str]:
+    """The sweep presets on offer, shipped and the user's."""
+    return sorted({p.stem for d in config_dirs("sweeps") for p in d.glob("*.yaml")})

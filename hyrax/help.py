@@ -7,9 +7,8 @@ this page is read straight from the config folders and the schema instead.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
-from hyrax.config import COMPONENT_GROUPS, TrainConfig, builtin_dir, user_dir
+from hyrax.config import COMPONENT_GROUPS, TrainConfig, config_names, sweep_names
 
 USAGE = """\
 hyrax-run: train PyTorch models composed from config, tracked in MLflow, swept with Optuna.
@@ -27,19 +26,6 @@ optimizer=torch.optim.RAdam) or a registered class name; its constructor paramet
 """
 
 
-def _options(group: str) -> list[str]:
-    names: set[str] = set()
-    for root in (user_dir("conf"), builtin_dir("conf")):
-        if root is not None and (root / group).is_dir():
-            names.update(p.stem for p in (root / group).glob("*.yaml"))
-    return sorted(names)
-
-
-def _sweeps() -> list[str]:
-    folders = [d for d in (user_dir("sweeps"), builtin_dir("sweeps")) if d is not None]
-    return sorted({p.stem for d in folders for p in Path(d).glob("*.yaml")})
-
-
 def _fields(cls: type, prefix: str) -> list[str]:
     lines = []
     for f in dataclasses.fields(cls):
@@ -53,8 +39,8 @@ def _fields(cls: type, prefix: str) -> list[str]:
 
 def help_text() -> str:
     """The text `hyrax-run --help` prints."""
-    groups = "\n".join(f"  {g}: {', '.join(_options(g))}" for g in COMPONENT_GROUPS)
-    return (f"{USAGE}\nConfig groups (group=option):\n{groups}\n  sweep: {', '.join(_sweeps()) or '-'}\n\n"
+    groups = "\n".join(f"  {g}: {', '.join(config_names(g))}" for g in COMPONENT_GROUPS)
+    return (f"{USAGE}\nConfig groups (group=option):\n{groups}\n  sweep: {', '.join(sweep_names()) or '-'}\n\n"
             f"Train settings (defaults):\n" + "\n".join(_fields(TrainConfig, "train.")) +
             "\n\nTracking: mlflow.tracking_uri (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db), "
             "mlflow.experiment, mlflow.enabled\n")

@@ -58,6 +58,7 @@ class MultirunTracking(Callback):
         self.client = client_for(uri)
         run_id = self._reopened(sweep_dir) or self._new_parent(config, sweep_dir, uri, launch_dir)
         self.info = {"run_id": run_id, "tracking_uri": uri,
+                     "experiment_id": self.client.get_run(run_id).info.experiment_id,
                      "experiment": config.mlflow.experiment, "direction": str(config.train.objective.direction)}
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(json.dumps(self.info))
@@ -125,8 +126,7 @@ class MultirunTracking(Callback):
 
 def child_runs(client: Any, info: Mapping[str, str]) -> list[Any]:
     """All child runs of a sweep's parent run."""
-    parent = client.get_run(info["run_id"])
-    return client.search_runs([parent.info.experiment_id],
+    return client.search_runs([info["experiment_id"]],
                               filter_string=f"tags.mlflow.parentRunId = '{info['run_id']}'", max_results=5000)
 
 
@@ -150,9 +150,8 @@ def tag_trial(sweep_dir: Path, number: int, state: str, values: Optional[list[fl
     from hyrax.tracking import client_for
 
     client = client_for(info["tracking_uri"])
-    parent = client.get_run(info["run_id"])
     runs = client.search_runs(
-        [parent.info.experiment_id],
+        [info["experiment_id"]],
         filter_string=f"tags.mlflow.parentRunId = '{info['run_id']}' and tags.`hyrax.trial_number` = '{number}'")
     for run in runs:
         client.set_tag(run.info.run_id, "hyrax.optuna_state", state)
@@ -161,7 +160,7 @@ def tag_trial(sweep_dir: Path, number: int, state: str, values: Optional[list[fl
     if not runs:  # the job died before it could start its run: keep one child per trial all the same
         tags = {"mlflow.parentRunId": info["run_id"], "hyrax.trial_number": str(number),
                 "hyrax.optuna_state": state, "hyrax.error": "the job ended before it started tracking"}
-        run = client.create_run(parent.info.experiment_id, run_name=f"trial {number}", tags=tags)
+        run = client.create_run(info["experiment_id"], run_name=f"trial {number}", tags=tags)
         client.set_terminated(run.info.run_id, "FAILED" if state == "FAIL" else "FINISHED")
 
 

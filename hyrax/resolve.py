@@ -113,12 +113,9 @@ def _load_entry_points() -> None:
 
 
 def _candidates(group: str) -> list[str]:
-    from hyrax.config import builtin_dir, user_dir
+    from hyrax.config import config_names
 
-    names = set(registry.names(group))
-    for conf in (user_dir("conf"), builtin_dir("conf")):
-        if conf is not None and (conf / group).is_dir():
-            names.update(p.stem for p in (conf / group).glob("*.yaml"))
+    names = set(registry.names(group)) | set(config_names(group))
     for namespace in TORCH_NAMESPACES.get(group, []):
         module = importlib.import_module(namespace)
         names.update(n for n in dir(module) if isinstance(getattr(module, n), type) and n[0].isupper())

@@ -17,8 +17,9 @@ from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSou
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import OmegaConf
 
+from hyrax.config import COMPONENT_GROUPS
+
 _CLASS_NAME = re.compile(r"^[A-Za-z_][\w.]*$")
-_COMPONENT_GROUPS = ("model", "data_set", "criterion", "optimizer", "scheduler")
 _SWEEP_GROUP = "sweep"
 
 
@@ -51,13 +52,13 @@ class HyraxConfigSource(ConfigSource):
         return True
 
     def is_group(self, config_path: str) -> bool:
-        return config_path in _COMPONENT_GROUPS or config_path == _SWEEP_GROUP
+        return config_path in COMPONENT_GROUPS or config_path == _SWEEP_GROUP
 
     def is_config(self, config_path: str) -> bool:
         group, _, name = config_path.partition("/")
         if group == _SWEEP_GROUP:
             return _sweep_file(name) is not None
-        return group in _COMPONENT_GROUPS and bool(_CLASS_NAME.match(name))
+        return group in COMPONENT_GROUPS and bool(_CLASS_NAME.match(name))
 
     def load_config(self, config_path: str) -> ConfigResult:
         group, _, name = config_path.partition("/")
@@ -87,23 +88,17 @@ class HyraxConfigSource(ConfigSource):
     def list(self, config_path: str, results_filter: Optional[ObjectType]) -> List[str]:
         if config_path != _SWEEP_GROUP or results_filter == ObjectType.GROUP:
             return []
-        return sorted({f"{_SWEEP_GROUP}/{n}" for n in _sweep_names()})
+        from hyrax.config import sweep_names
 
-
-def _sweep_dirs() -> List[str]:
-    from hyrax.config import builtin_dir, user_dir
-
-    return [str(d) for d in (user_dir("sweeps"), builtin_dir("sweeps")) if d is not None]
+        return [f"{_SWEEP_GROUP}/{n}" for n in sweep_names()]
 
 
 def _sweep_file(name: str) -> Optional[str]:
+    from hyrax.config import config_dirs
+
     name = name.removesuffix(".yaml")
-    for directory in _sweep_dirs():
-        candidate = os.path.join(directory, f"{name}.yaml")
-        if os.path.isfile(candidate):
-            return candidate
+    for directory in config_dirs("sweeps"):
+        candidate = directory / f"{name}.yaml"
+        if candidate.is_file():
+            return str(candidate)
     return None
-
-
-def _sweep_names() -> List[str]:
-    return [f[:-5] for d in _sweep_dirs() for f in os.listdir(d) if f.endswith(".yaml")]
