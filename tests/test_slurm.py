@@ -92,11 +92,23 @@ def task_ids(root: Path) -> list[str]:
                   key=lambda j: [int(n) for n in j.split("_")])
 
 
-def sacct_states(ids: list[str], env: dict[str, str]) -> dict[str, str]:
-    """Slurm's accounting state of each job (allocations only, no steps)."""
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(ids)],
-                         capture_output=True, text=True, timeout=30, env=env, check=True).stdout
-    return dict(line.split("|", 1) for line in out.split())
+UNSETTLED = {"PENDING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
+
+
+def sacct_states(ids: list[str], env: dict[str, str], wait: float = 30) -> dict[str, str]:
+    """Slurm's final accounting state of each job (allocations only, no steps).
+
+    Submitit hands the sweep a job's result as soon as the job has written it, a moment before the
+    job process exits, so accounting may still say RUNNING; wait up to `wait` seconds for it to settle.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(ids)],
+                             capture_output=True, text=True, timeout=30, env=env, check=True).stdout
+        states = dict(line.split("|", 1) for line in out.splitlines() if line)
+        if not UNSETTLED & set(states.values()) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
 
 
 def hyrax(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
