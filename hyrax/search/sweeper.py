@@ -8,8 +8,9 @@ Behaviour beyond the released hydra-optuna-sweeper:
   end with, so re-running the same command after a crash continues the study. The default
   ``hydra.sweep.dir`` contains a timestamp: to resume, re-run with the same
   ``hydra.sweep.dir=...`` (or a fixed ``storage``/``study_name``). Trials a dead sweep left
-  RUNNING are told FAIL at start and their parameters queued again. One sweep process per
-  study is assumed.
+  RUNNING are told FAIL at start and their parameters queued again. Several sweep processes
+  may share one study (same ``study_name`` and ``storage``, their own sweep dirs): each trial
+  records the sweep dir that asked it, and only that sweep declares it dead.
 - ``pruner``: rebuilt in every job from ``trial.pruner`` (see :mod:`hyrax.search.trial`).
   A job raising ``optuna.TrialPruned`` is told PRUNED with its last reported value.
 - A job that raises, or returns None / NaN / a non-number, is told FAIL and the sweep goes on
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
@@ -48,6 +50,8 @@ Callback = Callable[[optuna.Study, FrozenTrial], None]
 RESULTS_FILE = "optimization_results.yaml"
 RETRY_ATTR = "hyrax_retry_of"
 OWNER_ATTR = "hyrax_sweep_dir"  # which sweep process asked a trial: only it may declare the trial dead
+# A sweep records itself on a trial right after asking it; until then another sweep sees no owner.
+OWNER_GRACE_S = 60.0
 
 
 class FailureRateExceeded(RuntimeError):
@@ -187,8 +191,7 @@ class OptunaSweep:
         trials = study.get_trials(deepcopy=False)
         retried = {t.user_attrs.get(RETRY_ATTR) for t in trials}
         for trial in trials:
-            # A trial with no owner yet was asked by a process killed before it could record itself.
-            if trial.state != TrialState.RUNNING or trial.user_attrs.get(OWNER_ATTR, self.owner) != self.owner:
+            if trial.state != TrialState.RUNNING or self.owner_of(trial) != self.owner:
                 continue
             if trial.number not in retried:
                 study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
@@ -207,8 +210,7 @@ class OptunaSweep:
         """
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state.is_finished() for t in trials)
-        elsewhere = sum(t.state == TrialState.RUNNING and t.user_attrs.get(OWNER_ATTR, self.owner) != self.owner
-                        for t in trials)
+        elsewhere = sum(t.state == TrialState.RUNNING and self.owner_of(t) != self.owner for t in trials)
         size = min(self.n_jobs, self.n_trials - finished - elsewhere)
         if self.is_grid and size > 0:
             waiting = sum(t.state == TrialState.WAITING for t in trials)
@@ -217,6 +219,21 @@ class OptunaSweep:
                 return 0
             size = min(size, self._grid_points_left(trials) + waiting)
         return max(size, 0)
+
+    def owner_of(self, trial: FrozenTrial) -> str:
+        """The sweep dir that asked ``trial``.
+
+        A trial without one was either asked a moment ago by another sweep that is about to record
+        itself (``""``: not ours), or, once ``OWNER_GRACE_S`` has passed, by a sweep killed before it
+        could: then whoever finds it cleans it up.
+        """
+        owner = trial.user_attrs.get(OWNER_ATTR)
+        if owner is not None:
+            return str(owner)
+        started = trial.datetime_start
+        if started is not None and (datetime.now() - started).total_seconds() < OWNER_GRACE_S:
+            return ""
+        return self.owner
 
     def ask(self, study: optuna.Study) -> Trial:
         """Ask a trial and suggest all its parameters (``params``, then ``custom_search_space``)."""
@@ -358,13 +375,16 @@ class OptunaSweep:
         self, study: optuna.Study, number: int, values: Optional[list[float]], state: TrialState
     ) -> FrozenTrial:
         try:
-            return study.tell(number, values, state=state)
+            frozen = study.tell(number, values, state=state, skip_if_finished=True)
         except RuntimeError:
             # GridSampler calls study.stop() (a RuntimeError outside optimize) in the tell that
             # finishes the grid; the trial is stored before that.
             if not self.is_grid:
                 raise
-        return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+            frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+        if frozen.state != state:  # another process finished it first; the study keeps its verdict
+            log.warning(f"Trial {number} was already {frozen.state.name}; its {state.name} result is not stored")
+        return frozen
 
 
 def parse_directions(direction: Any) -> list[str]:

@@ -162,6 +162,48 @@ def test_failure_rate_counts_against_n_trials() -> None:
         sweep.check_failure_rate()
 
 
+def _shared_study(tmp_path: Path) -> optuna.Study:
+    return optuna.create_study(study_name="shared", storage=open_storage(str(tmp_path / "s.journal")),
+                               load_if_exists=True)
+
+
+def test_a_trial_just_asked_by_another_sweep_is_left_alone(tmp_path: Path) -> None:
+    # The race seen with two workers: worker B asks a trial and has not yet recorded itself on it
+    # when worker A starts. A must neither fail it nor count it as its own.
+    other = _shared_study(tmp_path).ask()  # no owner recorded yet
+    sweep = _sweep(n_trials=3, n_jobs=3)
+    sweep.owner = str(tmp_path / "worker_a")
+    study = _shared_study(tmp_path)
+    sweep.resume(study)
+    [trial] = study.get_trials()
+    assert trial.state == TrialState.RUNNING and sweep.owner_of(trial) == ""
+    assert sweep.next_batch_size(study) == 2  # B's trial is on its way to finishing
+    # B then finishes it normally.
+    assert study.tell(other.number, 1.0).state == TrialState.COMPLETE
+
+
+def test_an_ownerless_trial_past_the_grace_period_is_cleaned_up(tmp_path: Path, monkeypatch) -> None:
+    # A sweep killed between asking a trial and recording itself left it RUNNING with no owner.
+    monkeypatch.setattr("hyrax.search.sweeper.OWNER_GRACE_S", 0.0)
+    space = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    orphan = _shared_study(tmp_path).ask(space)
+    sweep = _sweep(n_trials=2)
+    sweep.owner = str(tmp_path / "worker_a")
+    study = _shared_study(tmp_path)
+    sweep.resume(study)
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.WAITING]  # failed, and its parameters queued again
+    assert study.ask(space).params == orphan.params
+
+
+def test_a_result_for_a_trial_finished_elsewhere_does_not_stop_the_sweep(tmp_path: Path) -> None:
+    study = _shared_study(tmp_path)
+    trial = study.ask()
+    study.tell(trial.number, state=TrialState.FAIL)
+    frozen = _sweep()._tell(study, trial.number, [1.0], TrialState.COMPLETE)
+    assert frozen.state == TrialState.FAIL
+
+
 def test_bad_settings_are_rejected() -> None:
     with pytest.raises(ValueError, match="direction"):
         _sweep(direction="down")
