@@ -50,7 +50,8 @@ Callback = Callable[[optuna.Study, FrozenTrial], None]
 RESULTS_FILE = "optimization_results.yaml"
 RETRY_ATTR = "hyrax_retry_of"
 OWNER_ATTR = "hyrax_sweep_dir"  # which sweep process asked a trial: only it may declare the trial dead
-# A sweep records itself on a trial right after asking it; until then another sweep sees no owner.
+# A sweep records itself on a trial a moment after asking it. An ownerless trial older than this
+# was asked by a sweep killed in that moment.
 OWNER_GRACE_S = 60.0
 
 
@@ -113,6 +114,7 @@ class OptunaSweep:
         self.is_grid = False
         self.launched = 0
         self.owner = ""
+        self.started = datetime.now()
         self.failures: list[tuple[int, str, Optional[BaseException]]] = []
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -126,6 +128,7 @@ class OptunaSweep:
     def sweep(self, arguments: list[str]) -> optuna.Study:
         """Run trials until ``n_trials`` have finished in the study; return the study."""
         assert self.config is not None and self.launcher is not None, "call setup() first"
+        self.started = datetime.now()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self.owner = str(sweep_dir.resolve())
@@ -223,15 +226,17 @@ class OptunaSweep:
     def owner_of(self, trial: FrozenTrial) -> str:
         """The sweep dir that asked ``trial``.
 
-        A trial without one was either asked a moment ago by another sweep that is about to record
-        itself (``""``: not ours), or, once ``OWNER_GRACE_S`` has passed, by a sweep killed before it
-        could: then whoever finds it cleans it up.
+        A trial without one was asked by a sweep that has not recorded itself yet. If it was asked
+        before this sweep started, or more than ``OWNER_GRACE_S`` ago, that sweep was killed first
+        and whoever finds the trial cleans it up (it counts as ours). Otherwise another live sweep
+        is about to record itself (``""``: not ours).
         """
         owner = trial.user_attrs.get(OWNER_ATTR)
         if owner is not None:
             return str(owner)
-        started = trial.datetime_start
-        if started is not None and (datetime.now() - started).total_seconds() < OWNER_GRACE_S:
+        asked = trial.datetime_start
+        recent = asked is not None and (datetime.now() - asked).total_seconds() < OWNER_GRACE_S
+        if recent and self.started < asked:
             return ""
         return self.owner
 
@@ -383,7 +388,7 @@ class OptunaSweep:
                 raise
             frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
         if frozen.state != state:  # another process finished it first; the study keeps its verdict
-            log.warning(f"Trial {number} was already {frozen.state.name}; its {state.name} result is not stored")
+            log.warning(f"Trial {number} was already {frozen.state.name}: its {state.name} is not stored")
         return frozen
 
 

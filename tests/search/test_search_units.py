@@ -169,31 +169,41 @@ def _shared_study(tmp_path: Path) -> optuna.Study:
 
 def test_a_trial_just_asked_by_another_sweep_is_left_alone(tmp_path: Path) -> None:
     # The race seen with two workers: worker B asks a trial and has not yet recorded itself on it
-    # when worker A starts. A must neither fail it nor count it as its own.
-    other = _shared_study(tmp_path).ask()  # no owner recorded yet
+    # when worker A looks. A must neither fail it nor count it as its own.
     sweep = _sweep(n_trials=3, n_jobs=3)
     sweep.owner = str(tmp_path / "worker_a")
+    other = _shared_study(tmp_path).ask()  # asked after A started; no owner recorded yet
     study = _shared_study(tmp_path)
     sweep.resume(study)
     [trial] = study.get_trials()
     assert trial.state == TrialState.RUNNING and sweep.owner_of(trial) == ""
     assert sweep.next_batch_size(study) == 2  # B's trial is on its way to finishing
-    # B then finishes it normally.
-    assert study.tell(other.number, 1.0).state == TrialState.COMPLETE
+    assert study.tell(other.number, 1.0).state == TrialState.COMPLETE  # and B finishes it
 
 
-def test_an_ownerless_trial_past_the_grace_period_is_cleaned_up(tmp_path: Path, monkeypatch) -> None:
-    # A sweep killed between asking a trial and recording itself left it RUNNING with no owner.
-    monkeypatch.setattr("hyrax.search.sweeper.OWNER_GRACE_S", 0.0)
-    space = {"x": optuna.distributions.FloatDistribution(0, 1)}
-    orphan = _shared_study(tmp_path).ask(space)
-    sweep = _sweep(n_trials=2)
+def _orphan_is_failed_and_queued_again(tmp_path: Path, sweep: OptunaSweep, orphan: optuna.Trial) -> None:
     sweep.owner = str(tmp_path / "worker_a")
     study = _shared_study(tmp_path)
     sweep.resume(study)
-    states = [t.state for t in study.get_trials()]
-    assert states == [TrialState.FAIL, TrialState.WAITING]  # failed, and its parameters queued again
-    assert study.ask(space).params == orphan.params
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.WAITING]
+    assert study.ask(SPACE).params == orphan.params
+
+
+SPACE = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+
+def test_an_ownerless_trial_from_before_the_sweep_started_is_cleaned_up(tmp_path: Path) -> None:
+    # A sweep SIGKILLed between asking a trial and recording itself, then re-run at once.
+    orphan = _shared_study(tmp_path).ask(SPACE)
+    _orphan_is_failed_and_queued_again(tmp_path, _sweep(n_trials=2), orphan)
+
+
+def test_an_ownerless_trial_past_the_grace_period_is_cleaned_up(tmp_path: Path, monkeypatch) -> None:
+    # Another worker was killed in that moment while this sweep was already running.
+    monkeypatch.setattr("hyrax.search.sweeper.OWNER_GRACE_S", 0.0)
+    sweep = _sweep(n_trials=2)
+    orphan = _shared_study(tmp_path).ask(SPACE)
+    _orphan_is_failed_and_queued_again(tmp_path, sweep, orphan)
 
 
 def test_a_result_for_a_trial_finished_elsewhere_does_not_stop_the_sweep(tmp_path: Path) -> None:
