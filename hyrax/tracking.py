@@ -142,6 +142,11 @@ class Tracker:
         for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
             self.client.log_batch(self.run_id, metrics=metrics[i:i + MAX_METRICS_PER_BATCH])
 
+    def wait(self) -> None:
+        """Block until everything handed to the writer so far is stored (errors are raised by `finish`)."""
+        for future in self._pending:
+            future.exception()
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Set run tags (in the background, in one call)."""
         self._pending.append(self._pool.submit(self._write_tags, dict(tags)))
@@ -187,6 +192,9 @@ class NullTracker(Tracker):
         return None
 
     def flush(self) -> None:
+        return None
+
+    def wait(self) -> None:
         return None
 
     def set_tags(self, tags: Mapping[str, str]) -> None:

@@ -170,6 +170,7 @@ class Loop:
         if not (improved and policy["save_best"]) and not (policy["save_last"] and due):
             return
         state = self.snapshot()
+        self.tracker.wait()  # a run killed after this checkpoint resumes with its metrics all in MLflow
         if improved and policy["save_best"]:
             checkpoint.save(folder / checkpoint.BEST, state)
         if policy["save_last"] and due:
