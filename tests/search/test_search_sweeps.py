@@ -57,7 +57,9 @@ def test_resume_after_sigkill_finishes_exactly_n_trials(app) -> None:
     for orphan in (t for t in killed if t.state == TrialState.RUNNING):
         assert trials[orphan.number].state == TrialState.FAIL
         retry = [t for t in trials if t.user_attrs.get(RETRY_ATTR) == orphan.number]
-        assert len(retry) == 1 and retry[0].params == orphan.params
+        # Killed while its trial was being asked, an orphan may hold only some of its parameters:
+        # the retry keeps those and samples the rest.
+        assert len(retry) == 1 and orphan.params.items() <= retry[0].params.items()
 
 
 def _wait_for_complete(app, count: int, proc, timeout: float = 60) -> None:
