@@ -163,7 +163,8 @@ def test_grid_on_slurm_is_one_parent_with_a_child_per_job(slurm, run_env, tmp_pa
     # which ran its job in its own run directory of the sweep.
     tasks = task_ids(tmp_path)
     assert len(tasks) == 2, job_ids(tmp_path)
-    assert set(sacct_states(tasks, run_env).values()) == {"COMPLETED"}, sacct_states(tasks, run_env)
+    states = sacct_states(tasks, run_env)
+    assert set(states.values()) == {"COMPLETED"}, states
     sweep_dir = Path(parent.data.tags["hyrax.sweep_dir"])
     assert {Path(c.data.tags["hyrax.run_dir"]) for c in children} == {sweep_dir / "0", sweep_dir / "1"}
     for task in tasks:
