@@ -1,26 +1,25 @@
-"""From a data set to model-ready batches: seeded splits, NaN handling, collation and `to_tensor`.
+"""From a data set to model-ready batches of one split: seeded splits, NaN handling and batching.
 
 In-memory data sets take a fast path that gathers whole batches by indexing their tensors; all
-others go through a torch DataLoader. Either way the model sees what the contract promises:
-a tensor `x`, or an `(x, y)` pair, already converted by the model's `to_tensor` when it has one.
+others go through a torch DataLoader with `hyrax.data_sets.items` collating and converting, so the
+model receives what the contract promises (see that module).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
-from torch.utils.data._utils.collate import default_collate
 
 from hyrax.data_sets import InMemoryDataset
+from hyrax.data_sets.items import Converter, GetterItems, collate_function
 from hyrax.errors import HyraxError
 
 SPLITS = ("train", "validate", "test")
-NAN_MODES = (None, "none", "zero", "quantile")
-Converter = Callable[[Any], Any]
 
 
 def split_indices(n: int, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
@@ -46,80 +45,18 @@ def split_of_position(position: int, fractions: dict[str, float], seed: int) -> 
     return None
 
 
-def apply_nan_mode(x: Any, mode: Optional[str]) -> Any:
-    """Replace NaNs in an input batch as `data_set.nan_mode` says (null leaves them)."""
-    if mode in (None, "none") or not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
+def apply_nan_mode(x: Any, mode: Any, quantile: float = 0.05) -> Any:
+    """Replace NaNs in an input batch as `data_set.nan_mode` says (null or false leaves them)."""
+    if mode in (None, False, "none") or not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
         return x
     if mode == "zero":
         return torch.nan_to_num(x, nan=0.0)
     if mode == "quantile":
         flat = x.reshape(len(x), -1)
-        fill = torch.nanquantile(flat, 0.05, dim=1, keepdim=True).nan_to_num(0.0)
+        fill = torch.nanquantile(flat, quantile, dim=1, keepdim=True).nan_to_num(0.0)
         return torch.where(torch.isnan(flat), fill, flat).reshape(x.shape)
     raise HyraxError(f"unknown nan_mode '{mode}'", key="data_set.nan_mode",
-                     fix="use null, zero or quantile")
-
-
-def make_converter(model_cls: type, sample_item: Any, nan_mode: Optional[str]) -> Converter:
-    """The function from a collated batch to what the model sees (tensor `x` or `(x, y)`)."""
-    from hyrax.models.contract import TO_TENSOR_NAMES, find_method
-
-    to_tensor = find_method(model_cls, TO_TENSOR_NAMES)
-    if isinstance(sample_item, dict) and to_tensor is None and "image" not in sample_item:
-        raise HyraxError(
-            f"data set items are dicts with keys {sorted(sample_item)} but no 'image' key, and "
-            f"{model_cls.__qualname__} has no to_tensor", key="model",
-            fix=f"define @staticmethod to_tensor(data_dict) on {model_cls.__qualname__} "
-            "(or give items 'image' and 'label' keys)")
-
-    def convert(batch: Any) -> Any:
-        if to_tensor is not None:
-            batch = to_tensor(batch)
-        elif isinstance(batch, dict):
-            batch = (batch["image"], batch["label"]) if "label" in batch else batch["image"]
-        return _with_nan_mode(_as_tensors(batch), nan_mode)
-
-    return convert
-
-
-def _as_tensors(batch: Any) -> Any:
-    if isinstance(batch, (tuple, list)) and len(batch) == 2 and not isinstance(batch[0], (int, float)):
-        return (_as_tensor(batch[0]), _as_tensor(batch[1]))
-    return _as_tensor(batch)
-
-
-def _as_tensor(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
-        return torch.stack(list(value))
-    array = np.asarray(value)
-    tensor = torch.as_tensor(array)
-    return tensor.float() if tensor.dtype == torch.float64 else tensor
-
-
-def _with_nan_mode(batch: Any, mode: Optional[str]) -> Any:
-    if isinstance(batch, tuple):
-        return (apply_nan_mode(batch[0], mode), batch[1])
-    return apply_nan_mode(batch, mode)
-
-
-def dict_collate(with_to_tensor: bool) -> Callable[[list[Any]], Any]:
-    """Collation for (position, item) pairs; dict items become the `{"data": ..., "object_id": ...}` form."""
-
-    def collate(pairs: list[Any]) -> Any:
-        positions = [p for p, _ in pairs]
-        items = [item for _, item in pairs]
-        if not isinstance(items[0], dict):
-            return default_collate(items)
-        if not with_to_tensor:
-            return default_collate([{k: item[k] for k in ("image", "label") if k in item} for item in items])
-        ids = [item.get("object_id", str(p)) for p, item in zip(positions, items)]
-        data = {k: [item[k] for item in items] for k in items[0]}
-        data.setdefault("object_id", ids)
-        return {"data": data, "object_id": ids}
-
-    return collate
+                     fix="use null (or false), zero or quantile")
 
 
 class _Positions(torch.utils.data.Dataset):
@@ -149,31 +86,38 @@ class _IterableSplit(IterableDataset):
 
 
 class Batches:
-    """Model-ready batches of one split; iterate once per epoch."""
+    """Model-ready batches of one split; iterate once per epoch.
 
-    def __init__(self, dataset: Any, indices: Optional[np.ndarray], batch_size: int, shuffle: bool,
-                 seed: int, convert: Converter, with_to_tensor: bool, num_workers: int = 0,
+    `items` is what to read: the data set itself, or its getter view (`items.GetterItems`).
+    """
+
+    def __init__(self, items: Any, indices: Optional[np.ndarray], batch_size: int, shuffle: bool,
+                 seed: int, convert: Converter, *, num_workers: int = 0,
                  iterable_split: Optional[tuple[str, dict[str, float]]] = None,
-                 nan_mode: Optional[str] = None) -> None:
-        self.batch_size, self.shuffle, self.convert = batch_size, shuffle, convert
-        self.with_to_tensor = with_to_tensor
-        self.seed = seed
+                 nan: tuple[Any, float] = (None, 0.05), fast: bool = False,
+                 collate_fn: Optional[str] = None) -> None:
+        self.batch_size, self.shuffle, self.convert, self.seed = batch_size, shuffle, convert, seed
+        self.items = items
         self.generator = torch.Generator().manual_seed(seed)
         self.tensors = None
-        if isinstance(dataset, InMemoryDataset) and not with_to_tensor:
+        self.empty = (indices is not None and len(indices) == 0) or (
+            iterable_split is not None and iterable_split[0] != "all"
+            and iterable_split[1].get(iterable_split[0], 0.0) <= 0)
+        if fast and collate_fn is None and isinstance(items, InMemoryDataset):
             index = torch.as_tensor(indices)
-            x = apply_nan_mode(dataset.x[index], nan_mode)
-            self.tensors = (x, None if dataset.y is None else dataset.y[index])
+            x = apply_nan_mode(items.x[index], *nan)
+            self.tensors = (x, None if items.y is None else items.y[index])
             self.size = len(index)
             return
-        source = (_Positions(dataset, indices) if iterable_split is None
-                  else _IterableSplit(dataset, iterable_split[0], iterable_split[1], seed))
+        source = (_Positions(items, indices) if iterable_split is None
+                  else _IterableSplit(items, iterable_split[0], iterable_split[1], seed))
         self.size = len(indices) if indices is not None else None
-        self.loader = DataLoader(source, batch_size=batch_size, collate_fn=dict_collate(with_to_tensor),
+        self.loader = DataLoader(source, batch_size=batch_size, collate_fn=collate_function(_owner(items), collate_fn),
                                  shuffle=shuffle and iterable_split is None, generator=self.generator,
                                  num_workers=num_workers, persistent_workers=num_workers > 0)
 
     def __len__(self) -> int:
+        """Batches per epoch; 0 when unknown (an iterable data set), see `empty` for emptiness."""
         return math.ceil(self.size / self.batch_size) if self.size is not None else 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -196,3 +140,8 @@ class Batches:
         else:
             for start in range(0, n, bs):
                 yield x[start:start + bs] if y is None else (x[start:start + bs], y[start:start + bs])
+
+
+def _owner(items: Any) -> Any:
+    """The data set whose collate methods apply (a getter view reads from its data set)."""
+    return items.data_set if isinstance(items, GetterItems) else items

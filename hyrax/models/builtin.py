@@ -1,18 +1,15 @@
-"""Built-in models: `mlp` (default), `cnn` and `linear`. Input and output sizes come from the data."""
+"""Built-in models: `mlp` (default), `cnn` and `linear`. Input and output sizes come from the data:
+`shape` is the shape of one item's inputs, whatever `train.data_sample` says."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import math
+from typing import Optional
 
 import torch
 from torch import nn
 
 from hyrax.models import hyrax_model
-
-
-def sample_inputs(data_sample: Any) -> torch.Tensor:
-    """The model-input part of a data sample: the tensor itself, or `x` of an `(x, y)` pair."""
-    return data_sample[0] if isinstance(data_sample, (tuple, list)) else data_sample
 
 
 def _require_outputs(num_outputs: Optional[int], name: str) -> int:
@@ -31,10 +28,10 @@ def _require_outputs(num_outputs: Optional[int], name: str) -> int:
 class MLP(nn.Module):
     """A multilayer perceptron over flattened inputs."""
 
-    def __init__(self, data_sample: Any, hidden: int = 64, depth: int = 2, dropout: float = 0.0,
+    def __init__(self, shape: tuple[int, ...], hidden: int = 64, depth: int = 2, dropout: float = 0.0,
                  num_outputs: Optional[int] = None) -> None:
         super().__init__()
-        in_features = sample_inputs(data_sample)[0].numel()
+        in_features = math.prod(shape)
         layers: list[nn.Module] = [nn.Flatten()]
         for _ in range(depth):
             layers += [nn.Linear(in_features, hidden), nn.ReLU()]
@@ -52,12 +49,11 @@ class MLP(nn.Module):
 class CNN(nn.Module):
     """A small convolutional network for images shaped (channels, height, width) or (height, width)."""
 
-    def __init__(self, data_sample: Any, channels: int = 16, depth: int = 2, hidden: int = 64,
+    def __init__(self, shape: tuple[int, ...], channels: int = 16, depth: int = 2, hidden: int = 64,
                  num_outputs: Optional[int] = None) -> None:
         super().__init__()
-        item = sample_inputs(data_sample)[0]
-        self.add_channel = item.dim() == 2
-        in_channels = 1 if self.add_channel else item.shape[0]
+        self.add_channel = len(shape) == 2
+        in_channels = 1 if self.add_channel else shape[0]
         blocks: list[nn.Module] = []
         for i in range(depth):
             blocks += [nn.Conv2d(in_channels, channels * 2**i, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
@@ -76,9 +72,9 @@ class CNN(nn.Module):
 class Linear(nn.Module):
     """A single linear layer over flattened inputs (logistic or linear regression)."""
 
-    def __init__(self, data_sample: Any, num_outputs: Optional[int] = None, bias: bool = True) -> None:
+    def __init__(self, shape: tuple[int, ...], num_outputs: Optional[int] = None, bias: bool = True) -> None:
         super().__init__()
-        in_features = sample_inputs(data_sample)[0].numel()
+        in_features = math.prod(shape)
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, _require_outputs(num_outputs, "Linear"),
                                                          bias=bias))
 

@@ -1,14 +1,17 @@
 """Building a user's model and calling it the way the Hyrax model contract describes.
 
 Current Hyrax releases renamed some methods; both spellings work: `train_step`/`train_batch`,
-`to_tensor`/`prepare_inputs`, and `infer_batch` for inference.
+`validate_step`/`validate_batch`, `test_step`/`test_batch`, `to_tensor`/`prepare_inputs`, and
+`infer_batch` for inference. A model with its own training step receives every batch exactly as
+`to_tensor` made it (a tuple stays a tuple), in `forward` too; the default step splits `(x, y)`.
 """
 
 from __future__ import annotations
 
 import inspect
-from types import MappingProxyType
-from typing import Any, Callable, Mapping, Optional
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -18,7 +21,11 @@ from hyrax.errors import HyraxError
 TRAIN_STEP_NAMES = ("train_step", "train_batch")
 TO_TENSOR_NAMES = ("to_tensor", "prepare_inputs")
 INFER_NAMES = ("infer_batch",)
-VALIDATE_NAMES = ("validate_step",)
+VALIDATE_NAMES = ("validate_step", "validate_batch")
+TEST_NAMES = ("test_step", "test_batch", *VALIDATE_NAMES)
+
+# Models whose forward turned out to take only the inputs of an (x, y) batch (see `learn_forward`).
+_INPUTS_ONLY: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 def find_method(obj: Any, names: tuple[str, ...]) -> Optional[Callable[..., Any]]:
@@ -30,13 +37,56 @@ def find_method(obj: Any, names: tuple[str, ...]) -> Optional[Callable[..., Any]
     return None
 
 
-def read_only(value: Any) -> Any:
-    """A nested read-only view of a plain config dict, as models receive it in `config`."""
-    if isinstance(value, Mapping):
-        return MappingProxyType({k: read_only(v) for k, v in value.items()})
-    if isinstance(value, list):
-        return tuple(read_only(v) for v in value)
-    return value
+def has_own_step(model: Any) -> bool:
+    """Whether the model (or model class) trains itself with `train_step`/`train_batch`."""
+    return find_method(model, TRAIN_STEP_NAMES) is not None
+
+
+def inputs_and_labels(batch: Any) -> tuple[Any, Optional[torch.Tensor]]:
+    """Split a model-ready batch into inputs and labels; None for unlabeled data (or an empty label)."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        label = batch[1]
+        if isinstance(label, torch.Tensor) and label.numel() == 0:
+            return batch[0], None
+        return batch[0], label
+    return batch, None
+
+
+def batch_length(batch: Any) -> int:
+    """How many items a model-ready batch holds: the first axis of its first tensor."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else 1
+    if isinstance(batch, (tuple, list)) and batch:
+        return batch_length(batch[0])
+    if isinstance(batch, Mapping) and batch:
+        return batch_length(next(iter(batch.values())))
+    return len(batch) if hasattr(batch, "__len__") else 1
+
+
+def forward(model: nn.Module, batch: Any) -> Any:
+    """Call `forward` as the contract says: the whole batch for models with their own step."""
+    if has_own_step(model) and model not in _INPUTS_ONLY:
+        return model(batch)
+    return model(inputs_and_labels(batch)[0])
+
+
+def learn_forward(model: nn.Module, batch: Any) -> Any:
+    """Run forward once on a sample batch; a model with its own step whose forward fails on the whole
+    `(x, y)` batch but takes `x` is remembered as taking only inputs. Returns the output."""
+    if not has_own_step(model):
+        return model(inputs_and_labels(batch)[0])
+    try:
+        return model(batch)
+    except (RuntimeError, ValueError, IndexError, TypeError, AttributeError) as whole_failed:
+        x, y = inputs_and_labels(batch)
+        if y is None:
+            raise
+        try:
+            output = model(x)
+        except Exception:  # noqa: BLE001 - the whole-batch error is the one to report
+            raise whole_failed from None
+        _INPUTS_ONLY.add(model)
+        return output
 
 
 def constructor_kwargs(cls: type, params: Mapping[str, Any], injected: Mapping[str, Any]) -> dict[str, Any]:
@@ -104,13 +154,15 @@ def _fits(value: Any, expected: type) -> bool:
     return isinstance(value, expected)
 
 
-def build_model(cls: type, params: Mapping[str, Any], config: Mapping[str, Any], data_sample: Any) -> nn.Module:
-    """Construct a model from its config, passing `config`, `data_sample` or `shape` when asked for."""
+def build_model(cls: type, params: Mapping[str, Any], config: Mapping[str, Any], data_sample: Any,
+                shape: Optional[tuple[int, ...]]) -> nn.Module:
+    """Construct a model from its config, passing `config`, `data_sample` or `shape` when asked for.
+
+    `config` is the read-only view the caller made (it records what the model reads).
+    """
     check_required("model", params)
     check_types("model", cls, params)
-    x = data_sample[0] if isinstance(data_sample, (tuple, list)) else data_sample
-    injected = {"config": read_only(config), "data_sample": data_sample,
-                "shape": tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else None}
+    injected = {"config": config, "data_sample": data_sample, "shape": shape}
     model = cls(**constructor_kwargs(cls, params, injected))
     if not isinstance(model, nn.Module):
         raise HyraxError(f"{cls.__qualname__} is not a torch.nn.Module", key="model",

@@ -1,31 +1,32 @@
-"""Building the run's parts from config: seeding, device, data set, model, criterion, optimizer, scheduler."""
+"""Building the run's parts from config: seeding, device, data set, model, criterion, optimizer, scheduler.
+
+Every component gets the config as a read-only `ConfigView`, which records what it reads, so that
+`check_all_used` can name a key the user set that nothing took (see `hyrax.reads`).
+"""
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import random
-import warnings
-from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
-from hyrax.data_sets.batches import Batches, make_converter, split_indices
+from hyrax.config import COMPONENT_GROUPS
 from hyrax.errors import HyraxError
-from hyrax.models.contract import (
-    TO_TENSOR_NAMES,
-    build_model,
-    check_required,
-    check_types,
-    constructor_kwargs,
-    find_method,
-    read_only,
-)
-from hyrax.resolve import RESERVED_KEYS, locate_target
+from hyrax.models.contract import build_model, check_required, check_types, constructor_kwargs, inputs_and_labels
+from hyrax.reads import ConfigView, was_read
+from hyrax.resolve import locate_target, reserved_keys
+from hyrax.train.data import DataParts, prepare_data
 
 log = logging.getLogger("hyrax")
+DATA_LOCATION_PARAMS = ("data_location", "data_directory", "data_dir")
+TRAINING_PARTS = ("criterion", "optimizer", "scheduler")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -52,74 +53,42 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def component_params(node: Mapping[str, Any]) -> dict[str, Any]:
-    """The constructor arguments of a component config: everything but Hyrax's reserved keys."""
-    return {k: v for k, v in node.items() if k not in RESERVED_KEYS}
+def component_params(group: str, node: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments of a component config: everything but Hyrax's keys and class tables."""
+    reserved = reserved_keys(group)
+    return {k: v for k, v in node.items()
+            if k not in reserved and not (isinstance(v, Mapping) and k[:1].isupper())}
 
 
-def build_component(group: str, node: Optional[Mapping[str, Any]], config: Mapping[str, Any],
-                    **injected: Any) -> Any:
+def build_component(group: str, node: Optional[Mapping[str, Any]], view: ConfigView, **injected: Any) -> Any:
     """Instantiate the class a component config names; None when its `_target_` is null."""
     if not node or node.get("_target_") is None:
         return None
     cls = locate_target(group, node["_target_"])
-    params = component_params(node)
+    params = component_params(group, node)
     check_required(group, params)
     check_types(group, cls, params)
-    injected.setdefault("config", read_only(config))
+    injected.setdefault("config", view)
     try:
         return cls(**constructor_kwargs(cls, params, injected))
     except (TypeError, ValueError) as err:
         # torch's own classes reject bad values this way; in user classes only a signature mismatch
         # is bad input, anything else is a bug to show with its traceback.
-        ours = group in ("criterion", "optimizer", "scheduler") or "argument" in str(err)
+        ours = group in TRAINING_PARTS or "argument" in str(err)
         if not ours:
             raise
         raise HyraxError(f"{cls.__qualname__} rejected its arguments: {err}", key=group,
                          fix=f"check the {group}.* values against {cls.__qualname__}'s parameters") from err
 
 
-def build_data_set(config: Mapping[str, Any]) -> Any:
-    """The data set the config names, built with its constructor parameters and the whole config."""
-    return build_component("data_set", config["data_set"], config)
-
-
-@dataclass
-class DataParts:
-    """The data side of a run: the data set, its splits as batches, and one model-ready sample."""
-
-    data_set: Any
-    batches: dict[str, Batches]
-    sample: Any
-    split_sizes: dict[str, int]
-
-
-def prepare_data(config: Mapping[str, Any], data_set: Any, model_cls: type) -> DataParts:
-    """Split the data set and make model-ready batches for every split."""
-    train = config["train"]
-    nan_mode = (config["data_set"] or {}).get("nan_mode")
-    fractions = dict(train["split"])
-    with_to_tensor = find_method(model_cls, TO_TENSOR_NAMES) is not None
-    iterable = isinstance(data_set, torch.utils.data.IterableDataset)
-    first = next(iter(data_set)) if iterable else data_set[0]
-    convert = make_converter(model_cls, first, nan_mode)
-    indices = {s: None for s in ("train", "validate", "test")} if iterable else \
-        split_indices(len(data_set), fractions, train["seed"])
-    batches = {
-        split: Batches(data_set, idx, train["batch_size"], split == "train", train["seed"], convert,
-                       with_to_tensor, train["num_workers"] if split == "train" else 0,
-                       iterable_split=(split, fractions) if iterable else None, nan_mode=nan_mode)
-        for split, idx in indices.items()
-    }
-    sizes = {s: (len(i) if i is not None else -1) for s, i in indices.items()}
-    if sizes["train"] == 0:
-        raise HyraxError("the train split is empty", key="train.split.train",
-                         fix="raise train.split.train or use a larger data set")
-    sample = next(iter(Batches(data_set, indices["train"], min(train["batch_size"], 8), False,
-                               train["seed"], convert, with_to_tensor,
-                               iterable_split=("train", fractions) if iterable else None,
-                               nan_mode=nan_mode)))
-    return DataParts(data_set, batches, sample, sizes)
+def build_data_set(config: Mapping[str, Any], view: Optional[ConfigView] = None) -> Any:
+    """The data set the config names, given its constructor parameters, the config and, when its
+    constructor asks (`data_location`, as Hyrax's data sets do), `data_set.data_location` or
+    `general.data_dir`."""
+    node = config["data_set"] or {}
+    location = node.get("data_location") or (config.get("general") or {}).get("data_dir")
+    return build_component("data_set", node, view or ConfigView(config),
+                           **dict.fromkeys(DATA_LOCATION_PARAMS, location))
 
 
 def model_class(config: Mapping[str, Any]) -> type:
@@ -133,9 +102,7 @@ def count_outputs(data: DataParts) -> Optional[int]:
         hint = getattr(data.data_set, attribute, None)
         if isinstance(hint, int):
             return hint
-    from hyrax.train.evaluate import inputs_and_labels
-
-    labels = inputs_and_labels(data.sample)[1]
+    labels = inputs_and_labels(data.sample_batch)[1]
     if labels is None:
         return None
     if torch.is_floating_point(labels):
@@ -144,73 +111,94 @@ def count_outputs(data: DataParts) -> Optional[int]:
     return 1 + max(int(inputs_and_labels(batch)[1].max()) for batch in data.batches["train"])
 
 
-def make_model(config: Mapping[str, Any], data: DataParts, device: torch.device) -> nn.Module:
-    """Build the model on a data sample; a null `num_outputs` is filled in from the data."""
-    params = component_params(config["model"])
+def sample_shape(data: DataParts, batch_mode: bool) -> Optional[tuple[int, ...]]:
+    """The `shape` older Hyrax models ask for: the shape of one item's inputs."""
+    x = inputs_and_labels(data.sample)[0]
+    if not isinstance(x, torch.Tensor):
+        return None
+    return tuple(x.shape[1:]) if batch_mode else tuple(x.shape)
+
+
+def make_model(config: Mapping[str, Any], data: DataParts, device: torch.device, view: ConfigView) -> nn.Module:
+    """Build the model on the data sample; a null `num_outputs` is filled in from the data."""
+    params = component_params("model", config["model"])
     if "num_outputs" in params and params["num_outputs"] is None:
         params["num_outputs"] = count_outputs(data)
-    return build_model(model_class(config), params, config, data.sample).to(device)
+    shape = sample_shape(data, config["train"].get("data_sample") == "batch")
+    return build_model(model_class(config), params, view, data.sample, shape).to(device)
 
 
-def attach_training_parts(model: nn.Module, config: Mapping[str, Any]) -> None:
-    """Give the model `criterion`, `optimizer` and `scheduler` built from config, as the contract promises."""
+def attach_training_parts(model: nn.Module, config: Mapping[str, Any], view: ConfigView,
+                          given: Iterable[str] = ()) -> None:
+    """Give the model `criterion`, `optimizer` and `scheduler` built from config, as the contract promises.
+
+    A part the model set itself in `__init__` is kept (as Hyrax does): the log says so, and names
+    any value the user set for that part, which then does nothing.
+    """
     if not any(p.requires_grad for p in model.parameters()):
         raise HyraxError(f"{type(model).__qualname__} has no trainable parameters", key="model",
                          fix="pick a model with layers to train")
-    model.criterion = build_component("criterion", config["criterion"], config)
-    model.optimizer = build_component("optimizer", config["optimizer"], config, params=model.parameters())
-    model.scheduler = build_component("scheduler", config.get("scheduler"), config, optimizer=model.optimizer)
-
-
-def preflight(model: nn.Module, data: DataParts) -> None:
-    """Run the model once on the data sample, so a model/data mismatch is one clear error, not a crash."""
-    from hyrax.train.evaluate import inputs_and_labels, to_device
-
-    x, y = inputs_and_labels(to_device(data.sample, next(model.parameters(), torch.empty(0)).device))
-    if not isinstance(x, torch.Tensor):
-        return
     name = type(model).__qualname__
+    for group in TRAINING_PARTS:
+        own = getattr(model, group, None)
+        if own is not None:
+            unused = sorted(k for k in given if k.split(".")[0] == group)
+            log.info("using %s's own %s (%s); the %s config is not used%s", name, group, type(own).__name__,
+                     group, f": {', '.join(unused)} do nothing" if unused else "")
+            continue
+        injected = {"params": model.parameters()} if group == "optimizer" else {}
+        if group == "scheduler":
+            injected["optimizer"] = model.optimizer
+        setattr(model, group, build_component(group, config.get(group), view, **injected))
+
+
+def check_all_used(config: Mapping[str, Any], given: Iterable[str], reads: set[str], own: set[str]) -> None:
+    """Fail, naming the key and its closest known spelling, when a component key the user set was taken
+    by no constructor parameter and read by nothing (so it would have been silently ignored)."""
+    for key in given:
+        group, _, rest = key.partition(".")
+        if group not in COMPONENT_GROUPS or not rest or group in own or was_read(key, reads):
+            continue
+        node = config.get(group) or {}
+        if node.get("_target_") is None:
+            continue
+        first = rest.split(".")[0]
+        cls = locate_target(group, node["_target_"])
+        takes = _parameter_names(cls, group)
+        if first in takes or first in reserved_keys(group) or "**" in takes:
+            continue
+        close = difflib.get_close_matches(first, sorted(takes), n=1)
+        hint = f" Did you mean {group}.{close[0]}?" if close else ""
+        raise HyraxError(f"'{key}' was set, but {cls.__qualname__} has no parameter '{first}' and nothing "
+                         f"read it, so it would do nothing.{hint}", key=key,
+                         fix=f"remove it or spell it as {cls.__qualname__} does "
+                         f"({', '.join(sorted(t for t in takes if t != '**')) or 'no parameters'})")
+
+
+def _parameter_names(cls: type, group: str) -> set[str]:
+    from hyrax.resolve import INJECTED_PARAMS
+
     try:
-        with torch.no_grad():
-            output = model(x)
-    except (RuntimeError, ValueError, IndexError) as err:
-        raise HyraxError(
-            f"{name} cannot take the data: a batch shaped {tuple(x.shape)} ({x.dtype}) failed in forward "
-            f"{_expected_input(model)}: {_first_line(err)}", key="model",
-            fix="make the model's input size match the data (see `hyrax-run verb=prepare`), "
-            "or convert items in to_tensor") from err
-    criterion = getattr(model, "criterion", None)
-    if y is None or criterion is None or not isinstance(output, torch.Tensor):
-        return
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("error", UserWarning)  # torch warns, not fails, on silent broadcasting
-            criterion(output, y)
-    except (RuntimeError, ValueError, IndexError, UserWarning) as err:
-        raise HyraxError(
-            f"{name}'s output shaped {tuple(output.shape)} does not fit labels shaped {tuple(y.shape)} "
-            f"({y.dtype}) under {type(criterion).__name__}: {_first_line(err)}", key="criterion",
-            fix="pick a criterion that fits the labels (criterion=mse for real-valued targets), "
-            "or set model.num_outputs") from err
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return {"**"}
+    names = {"**" if p.kind == p.VAR_KEYWORD else p.name for p in parameters}
+    return names - INJECTED_PARAMS.get(group, set())
 
 
-def _expected_input(model: nn.Module) -> str:
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            return f"(its first Linear layer expects {module.in_features} features)"
-        if isinstance(module, nn.modules.conv._ConvNd):
-            return f"(its first convolution expects {module.in_channels} channels)"
-    return ""
+def assemble(config: Mapping[str, Any], device: torch.device,
+             given: Iterable[str] = ()) -> tuple[DataParts, nn.Module]:
+    """Data and model of a run, with the model's criterion, optimizer and scheduler attached, checked
+    against each other on a sample; every component key the user set must have been used."""
+    from hyrax.train.preflight import preflight
 
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
-def assemble(config: Mapping[str, Any], device: torch.device) -> tuple[DataParts, nn.Module]:
-    """Data and model of a run, with the model's criterion, optimizer and scheduler attached."""
-    data = prepare_data(config, build_data_set(config), model_class(config))
-    model = make_model(config, data, device)
-    attach_training_parts(model, config)
+    given = list(given)
+    view = ConfigView(config)
+    model_cls = model_class(config)
+    data = prepare_data(config, build_data_set(config, view), model_cls, view.reads)
+    model = make_model(config, data, device, view)
+    own = {g for g in TRAINING_PARTS if getattr(model, g, None) is not None}
+    attach_training_parts(model, config, view, given)
+    check_all_used(config, given, view.reads, own)
     preflight(model, data)
     return data, model

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
-from hyrax.models.contract import INFER_NAMES, VALIDATE_NAMES, find_method
+from hyrax.models.contract import INFER_NAMES, VALIDATE_NAMES, batch_length, find_method, forward, inputs_and_labels
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -20,29 +21,24 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def inputs_and_labels(batch: Any) -> tuple[Any, Optional[torch.Tensor]]:
-    """Split a model-ready batch into inputs and labels (None for unlabeled data)."""
-    if isinstance(batch, (tuple, list)) and len(batch) == 2:
-        return batch[0], batch[1]
-    return batch, None
-
-
 def is_classification(output: torch.Tensor, labels: Optional[torch.Tensor]) -> bool:
     """Class-index labels against per-class scores: accuracy makes sense."""
     return labels is not None and not torch.is_floating_point(labels) and output.dim() == labels.dim() + 1
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[Any], device: torch.device) -> dict[str, float]:
-    """Mean metrics over `batches`: the model's `validate_step` results, else loss and accuracy."""
+def evaluate(model: nn.Module, batches: Iterable[Any], device: torch.device,
+             step_names: tuple[str, ...] = VALIDATE_NAMES) -> dict[str, float]:
+    """Mean metrics over `batches`: the model's own step's results (`validate_step`/`validate_batch`,
+    or the test spellings for the test split), else loss and, for class labels, accuracy."""
     model.eval()
-    validate_step = find_method(model, VALIDATE_NAMES)
+    validate_step = find_method(model, step_names)
     totals: dict[str, float] = {}
     count = 0
     for batch in batches:
         batch = to_device(batch, device)
         metrics = _step_metrics(model, batch, validate_step)
-        n = len(inputs_and_labels(batch)[0])
+        n = batch_length(batch)
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + value * n
         count += n
@@ -53,10 +49,10 @@ def evaluate(model: nn.Module, batches: Iterable[Any], device: torch.device) -> 
 def _step_metrics(model: nn.Module, batch: Any, validate_step: Any) -> dict[str, float]:
     if validate_step is not None:
         return {k: _scalar(v) for k, v in validate_step(batch).items()}
-    x, y = inputs_and_labels(batch)
+    y = inputs_and_labels(batch)[1]
     if y is None or getattr(model, "criterion", None) is None:
         return {}
-    output = model(x)
+    output = forward(model, batch)
     metrics = {"loss": float(model.criterion(output, y))}
     if is_classification(output, y):
         metrics["accuracy"] = float((output.argmax(dim=-1) == y).float().mean())
@@ -79,6 +75,12 @@ def predict(model: nn.Module, batches: Iterable[Any], device: torch.device) -> n
     outputs = []
     for batch in batches:
         batch = to_device(batch, device)
-        result = infer(batch) if infer is not None else model(inputs_and_labels(batch)[0])
-        outputs.append(torch.as_tensor(result).detach().cpu().numpy())
+        result = infer(batch) if infer is not None else forward(model, batch)
+        outputs.append(_as_array(result))
     return np.concatenate(outputs) if outputs else np.empty((0,))
+
+
+def _as_array(result: Any) -> np.ndarray:
+    if isinstance(result, (tuple, list)) and result and isinstance(result[0], torch.Tensor):
+        result = result[0]  # e.g. (output, labels): the first part is the prediction
+    return torch.as_tensor(result).detach().cpu().numpy()

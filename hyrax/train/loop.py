@@ -14,9 +14,9 @@ from torch import nn
 from tqdm import tqdm
 
 from hyrax.errors import NonFiniteLossError
-from hyrax.models.contract import TRAIN_STEP_NAMES, find_method, loss_value
+from hyrax.models.contract import TRAIN_STEP_NAMES, batch_length, find_method, inputs_and_labels, loss_value
 from hyrax.train import checkpoint
-from hyrax.train.evaluate import evaluate, inputs_and_labels, to_device
+from hyrax.train.evaluate import evaluate, to_device
 
 log = logging.getLogger("hyrax")
 
@@ -50,12 +50,15 @@ class Loop:
 
     def fit(self) -> LoopState:
         """Train until `train.epochs`, early stopping, or the trial is pruned; returns the final state."""
-        monitor, mode = self._monitor()
+        monitor, mode = None, "min"
         for epoch in range(self.state.epoch, self.train_cfg["epochs"]):
             self.batches["train"].set_epoch(epoch)
             metrics = self._train_epoch(epoch)
-            metrics.update({f"val/{k}": v for k, v in evaluate(self.model, self.batches["validate"],
-                                                                self.device).items()})
+            if not self.batches["validate"].empty:
+                metrics.update({f"val/{k}": v for k, v in evaluate(self.model, self.batches["validate"],
+                                                                    self.device).items()})
+            if monitor is None:
+                monitor, mode = self._monitor(metrics)
             self._step_scheduler(metrics.get(monitor))
             improved = self._judge(metrics, monitor, mode)
             self.state.epoch = epoch + 1
@@ -70,11 +73,15 @@ class Loop:
                 break
         return self.state
 
-    def _monitor(self) -> tuple[str, str]:
+    def _monitor(self, metrics: dict[str, float]) -> tuple[str, str]:
+        """What best checkpoints and early stopping judge: `train.early_stopping.monitor`, or train/loss
+        when validation measured nothing (no validate split, or no labels and no validate step)."""
         stopping = self.train_cfg["early_stopping"]
         monitor, mode = stopping["monitor"], stopping["mode"]
-        if monitor.startswith("val/") and len(self.batches["validate"]) == 0:
-            log.warning("no validate split: judging the best checkpoint on train/loss instead of %s", monitor)
+        if monitor.startswith("val/") and monitor not in metrics:
+            why = "no validate split" if self.batches["validate"].empty else \
+                f"validation measured no {monitor} (no labels, and the model has no validate step)"
+            log.warning("%s: judging best checkpoints, early stopping and the objective on train/loss", why)
             return "train/loss", "min"
         return monitor, mode
 
@@ -105,8 +112,7 @@ class Loop:
                     key="optimizer.lr", fix="lower optimizer.lr, set train.grad_clip, or check the data "
                     "for NaNs (data_set.nan_mode=zero); checkpoints so far are kept")
             self.state.step += 1
-            n = len(inputs_and_labels(batch)[0])
-            samples += n
+            samples += batch_length(batch)
             total, count, window, window_n = total + value, count + 1, window + value, window_n + 1
             if self.state.step % every == 0:
                 self.tracker.log_metrics({"train/loss_step": window / window_n,

@@ -7,11 +7,15 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
+from torch import nn
 
 from hyrax.errors import HyraxError
+from hyrax.models.contract import TEST_NAMES
 from hyrax.tracking import NullTracker, Tracker, flatten, tracking_uri
 from hyrax.train import checkpoint
 from hyrax.train.components import assemble, pick_device, seed_everything
@@ -76,17 +80,29 @@ def objective(config: Mapping[str, Any], metrics: Mapping[str, float]) -> float 
 
 
 def _available(name: str, metrics: Mapping[str, float]) -> str:
-    """`val/x` falls back to `train/x` when there is no validate split, as the best checkpoint does."""
+    """`val/x` falls back to `train/x` when validation did not measure it, as the best checkpoint does
+    (the loop has said so in the log)."""
     fallback = "train/" + name.removeprefix("val/")
     if name.startswith("val/") and name not in metrics and fallback in metrics:
-        log.warning("no validate split: the objective is %s instead of %s", fallback, name)
         return fallback
     return name
 
 
-def train(config: dict[str, Any], run_dir: Path, launch_dir: Path,
-          on_epoch_end: Any = None) -> float | list[float]:
-    """Train the configured model and return its objective; the MLflow run ends FINISHED, FAILED or KILLED."""
+@dataclass
+class TrainResult:
+    """What a training run gives back: the objective a sweeper optimises and the trained model."""
+
+    objective: float | list[float]
+    model: nn.Module
+    run_dir: Path
+
+
+def train(config: dict[str, Any], run_dir: Path, launch_dir: Path, on_epoch_end: Any = None,
+          given: Sequence[str] = ()) -> TrainResult:
+    """Train the configured model; the MLflow run ends FINISHED, FAILED or KILLED.
+
+    `given` lists the config keys the user set (see `hyrax.train.components.check_all_used`).
+    """
     config["train"]["resume"] = requeued_resume(config["train"]["resume"])
     run_dir, resumed = resolve_resume(config, run_dir)
     tracker = make_tracker(config, launch_dir)
@@ -95,7 +111,7 @@ def train(config: dict[str, Any], run_dir: Path, launch_dir: Path,
                   run_tags(config, run_dir), previous_run)
     status = "FAILED"
     try:
-        result = _train(config, run_dir, tracker, resumed, on_epoch_end)
+        result = _train(config, run_dir, tracker, resumed, on_epoch_end, given)
         status = "FINISHED"
         return result
     except KeyboardInterrupt:
@@ -129,11 +145,11 @@ def _recorded_run_id(run_dir: Path, config: Mapping[str, Any]) -> Optional[str]:
 
 
 def _train(config: dict[str, Any], run_dir: Path, tracker: Tracker, resumed: Optional[dict[str, Any]],
-           on_epoch_end: Any) -> float | list[float]:
+           on_epoch_end: Any, given: Sequence[str]) -> TrainResult:
     train_cfg = config["train"]
     seed_everything(train_cfg["seed"], train_cfg["deterministic"])
     device = pick_device(train_cfg["device"])
-    data, model = assemble(config, device)
+    data, model = assemble(config, device, given)
     if train_cfg["compile"]:
         model = torch.compile(model)  # type: ignore[assignment]
     run_id = tracker.run_id
@@ -152,18 +168,18 @@ def _train(config: dict[str, Any], run_dir: Path, tracker: Tracker, resumed: Opt
     named = {"objective": values[0]} if len(values) == 1 else {f"objective_{i}": v for i, v in enumerate(values)}
     tracker.log_metrics({**{k: v for k, v in metrics.items() if k.startswith("test/")}, **named}, state.step)
     _log_artifacts(config, run_dir, tracker)
-    return value
+    return TrainResult(value, model, run_dir)
 
 
 def _final_test(loop: Loop, batches: Any, run_dir: Path, device: torch.device) -> dict[str, float]:
     """Test-split metrics of the best checkpoint (or the final weights when there is none)."""
-    if len(batches) == 0:
+    if batches.empty:
         return {}
     best = checkpoint.checkpoint_dir(run_dir) / checkpoint.BEST
     if best.is_file():
         loop.model.load_state_dict(checkpoint.load(best)["model"])
         log.info("testing the best checkpoint %s", best)
-    metrics = {f"test/{k}": v for k, v in evaluate(loop.model, batches, device).items()}
+    metrics = {f"test/{k}": v for k, v in evaluate(loop.model, batches, device, TEST_NAMES).items()}
     log.info("test  %s", "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return metrics
 

@@ -9,21 +9,44 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 
-from hyrax.data_sets.batches import Batches
 from hyrax.errors import HyraxError
+from hyrax.models.contract import TEST_NAMES
 from hyrax.resolve import locate_target
 from hyrax.train import checkpoint
-from hyrax.train.components import (
-    assemble,
-    build_data_set,
-    model_class,
-    pick_device,
-    prepare_data,
-    seed_everything,
-)
+from hyrax.train.components import assemble, build_data_set, model_class, pick_device, seed_everything
+from hyrax.train.data import all_items, prepare_data
 from hyrax.train.evaluate import evaluate, predict
 
 log = logging.getLogger("hyrax")
+
+
+class InferenceResult:
+    """Predictions of `infer`, indexable like a sequence (`result[i]`, `len(result)`), with their ids.
+
+    `predictions` and `ids` are numpy arrays; `path` is the `predictions.npy` written beside `ids.npy`.
+    """
+
+    def __init__(self, predictions: np.ndarray, ids: np.ndarray, path: Path) -> None:
+        self.predictions, self.ids, self.path = predictions, ids, path
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.predictions[index]
+
+    def __iter__(self) -> Any:
+        return iter(self.predictions)
+
+    def by_id(self, object_id: str) -> np.ndarray:
+        """The prediction for one item, by its id."""
+        where = np.flatnonzero(self.ids == str(object_id))
+        if len(where) == 0:
+            raise KeyError(object_id)
+        return self.predictions[where[0]]
+
+    def __repr__(self) -> str:
+        return f"InferenceResult({len(self)} predictions shaped {self.predictions.shape[1:]}, path={self.path})"
 
 
 def trained_model(config: Mapping[str, Any], ckpt_path: Optional[str]) -> tuple[Any, Any, torch.device]:
@@ -53,32 +76,22 @@ def trained_model(config: Mapping[str, Any], ckpt_path: Optional[str]) -> tuple[
 def test(config: Mapping[str, Any], run_dir: Path) -> dict[str, float]:
     """Metrics of a checkpoint on the test split."""
     data, model, device = trained_model(config, config.get("ckpt_path"))
-    metrics = {f"test/{k}": v for k, v in evaluate(model, data.batches["test"], device).items()}
+    metrics = {f"test/{k}": v for k, v in evaluate(model, data.batches["test"], device, TEST_NAMES).items()}
     print("  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return metrics
 
 
-def infer(config: Mapping[str, Any], run_dir: Path) -> Path:
+def infer(config: Mapping[str, Any], run_dir: Path) -> InferenceResult:
     """Predictions of a checkpoint for every item of the data set, saved with their ids as .npy files."""
     data, model, device = trained_model(config, config.get("ckpt_path"))
-    every = _all_items(config, data)
-    outputs = predict(model, every, device)
-    ids = np.asarray(list(data.data_set.ids()))
+    outputs = predict(model, all_items(config, data), device)
+    ids = np.asarray([str(i) for i in data.data_set.ids()]) if hasattr(data.data_set, "ids") else \
+        np.asarray([str(i) for i in range(len(outputs))])
     run_dir.mkdir(parents=True, exist_ok=True)
     np.save(run_dir / "predictions.npy", outputs)
     np.save(run_dir / "ids.npy", ids)
     print(f"Wrote {len(outputs)} predictions to {run_dir.resolve() / 'predictions.npy'} (ids in ids.npy)")
-    return run_dir / "predictions.npy"
-
-
-def _all_items(config: Mapping[str, Any], data: Any) -> Batches:
-    train = data.batches["train"]
-    if isinstance(data.data_set, torch.utils.data.IterableDataset):
-        return Batches(data.data_set, None, config["train"]["batch_size"], False, 0, train.convert,
-                       train.with_to_tensor, iterable_split=("all", {}))
-    indices = np.arange(len(data.data_set))
-    return Batches(data.data_set, indices, config["train"]["batch_size"], False, 0, train.convert,
-                   train.with_to_tensor, nan_mode=(config["data_set"] or {}).get("nan_mode"))
+    return InferenceResult(outputs, ids, run_dir / "predictions.npy")
 
 
 def prepare(config: Mapping[str, Any], run_dir: Path) -> Any:
@@ -86,11 +99,11 @@ def prepare(config: Mapping[str, Any], run_dir: Path) -> Any:
     data_set = build_data_set(config)
     data = prepare_data(config, data_set, model_class(config))
     length = len(data_set) if hasattr(data_set, "__len__") else "unknown (iterable)"
-    first = next(iter(data_set)) if isinstance(data_set, torch.utils.data.IterableDataset) else data_set[0]
+    first = next(iter(data.items)) if isinstance(data_set, torch.utils.data.IterableDataset) else data.items[0]
     print(f"Data set {type(data_set).__qualname__}: {length} items")
     print(f"One item: {describe(first)}")
     print("Splits: " + ", ".join(f"{k}={v if v >= 0 else 'streamed'}" for k, v in data.split_sizes.items()))
-    print(f"Model input sample: {describe(data.sample)}")
+    print(f"Model data_sample: {describe(data.sample)}")
     return data_set
 
 
