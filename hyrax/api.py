@@ -11,31 +11,35 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from hyrax.config import PRIMARY_CONFIG, builtin_dir, register_configs
+from hyrax.config import COMPONENT_GROUPS, PRIMARY_CONFIG
 from hyrax.errors import HyraxError
+from hyrax.session import as_plain
 
 VERBS = ("train", "test", "infer", "prepare")
 
 
-def as_plain(cfg: Any) -> dict[str, Any]:
-    """The resolved config as plain dicts and lists."""
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-
-
 def run_verb(config: dict[str, Any], run_dir: Path, launch_dir: Path,
-             on_epoch_end: Optional[Callable[..., None]] = None) -> Any:
-    """Run `config["verb"]` and return its result (the objective for `train`)."""
+             on_epoch_end: Optional[Callable[..., None]] = None, given: Sequence[str] = ()) -> Any:
+    """Run `config["verb"]`: `train` gives a `TrainResult`, `infer` an `InferenceResult`.
+
+    `given` lists the config keys the user set; one that nothing uses is an error (see
+    `hyrax.train.components.check_all_used`).
+    """
+    from hyrax.compat.normalize import normalize
+
+    normalize(with_package_tables(config))
     verb = config.get("verb", "train")
     if verb == "train":
         from hyrax.train.run import train
 
-        return train(config, run_dir, launch_dir, on_epoch_end)
+        return train(config, run_dir, launch_dir, on_epoch_end, given)
     if verb in VERBS:
         from hyrax.train import verbs
 
@@ -43,19 +47,35 @@ def run_verb(config: dict[str, Any], run_dir: Path, launch_dir: Path,
     raise HyraxError(f"unknown verb '{verb}'", key="verb", fix=f"use one of: {', '.join(VERBS)}")
 
 
+def with_package_tables(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with the top-level tables the chosen classes' packages ship (Hyrax's `[mypkg.MyModel]`)."""
+    from hyrax.compat.package_defaults import package_tables, with_defaults
+    from hyrax.resolve import locate_target
+
+    for group in COMPONENT_GROUPS:
+        target = (config.get(group) or {}).get("_target_")
+        if target:
+            with_defaults(config, package_tables(locate_target(group, target)))
+    return config
+
+
 def run(cfg: DictConfig) -> Any:
     """The task `hyrax-run` hands to Hydra: run the verb in Hydra's output directory."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from hyrax.compat.overrides import given_keys
+
     hydra_cfg = HydraConfig.get()
     config = as_plain(cfg)
+    task_overrides = list(hydra_cfg.overrides.task)
     if hydra_cfg.mode == RunMode.MULTIRUN:
         from hyrax.multirun import attach_job
 
-        attach_job(config, Path(hydra_cfg.sweep.dir), list(hydra_cfg.overrides.task))
-    return run_verb(config, Path(hydra_cfg.runtime.output_dir), Path(hydra_cfg.runtime.cwd),
-                    epoch_reporter(config))
+        attach_job(config, Path(hydra_cfg.sweep.dir), task_overrides)
+    result = run_verb(config, Path(hydra_cfg.runtime.output_dir), Path(hydra_cfg.runtime.cwd),
+                      epoch_reporter(config), given_keys(task_overrides))
+    return getattr(result, "objective", result)  # a sweeper optimises the objective
 
 
 def epoch_reporter(config: dict[str, Any]) -> Optional[Callable[[int, dict[str, float]], None]]:
@@ -76,47 +96,59 @@ def epoch_reporter(config: dict[str, Any]) -> Optional[Callable[[int, dict[str, 
     return report
 
 
-def new_run_dir(root: Path) -> Path:
+def new_run_dir(root: Path, results_dir: str = "runs") -> Path:
     """A fresh run directory that no other run shares, even one started in the same second."""
     from hyrax.config import unique_suffix
 
     now = datetime.now()
-    return root / "runs" / now.strftime("%Y-%m-%d") / f"{now:%H-%M-%S}_{unique_suffix()}"
+    return root / results_dir / now.strftime("%Y-%m-%d") / f"{now:%H-%M-%S}_{unique_suffix()}"
 
 
 class Hyrax:
-    """A configured Hyrax session for notebooks and scripts, on the same code path as `hyrax-run`."""
+    """A configured Hyrax session for notebooks and scripts, on the same code path as `hyrax-run`.
 
-    def __init__(self, overrides: Sequence[str] = (), config_name: str = PRIMARY_CONFIG) -> None:
-        from hydra import compose, initialize_config_dir
-        from hydra.core.global_hydra import GlobalHydra
+    `config` is a nested dict to edit before `prepare()`, `train()`, `test()` or `infer()`;
+    Hyrax's spellings work too: `h.config["model"]["name"] = "pkg.MyModel"` (which loads that
+    class's defaults at once), `h.set_config("train.epochs", 1)`, `Hyrax(config_file="hyrax_config.toml")`
+    (read by default from `./hyrax_config.toml`, as Hyrax does).
+    """
 
-        register_configs()
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(builtin_dir("conf")), version_base="1.3"):
-            self.config: DictConfig = compose(config_name=config_name, overrides=list(overrides))
-        OmegaConf.set_struct(self.config, False)
+    def __init__(self, overrides: Sequence[str] = (), config_file: Optional[str | os.PathLike] = None,
+                 config_name: str = PRIMARY_CONFIG) -> None:
+        from hyrax.session import Session
+
         self.launch_dir = Path(os.getcwd())
+        self._session = Session(overrides, config_file, config_name)
         self.last_run_dir: Optional[Path] = None
+        self.objective: Optional[float | list[float]] = None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The config to edit: plain nested dicts, as `hyrax-run --cfg job` shows it."""
+        return self._session.config
+
+    def set_config(self, key: str, value: Any) -> None:
+        """Set one dotted key (`"train.epochs"`, `"model.name"`) or a Hyrax table (`"data_request"`)."""
+        self._session.set(key, value)
 
     def _run(self, verb: str, **overrides: Any) -> Any:
-        config = as_plain(self.config)
+        config, given = self._session.final_config()
         config.update(verb=verb, **overrides)
-        run_dir = new_run_dir(self.launch_dir)
+        run_dir = new_run_dir(self.launch_dir, config["general"]["results_dir"])
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(config), run_dir / "config.yaml")
-        result = run_verb(config, run_dir, self.launch_dir)
-        if verb == "train":
-            self.last_run_dir = run_dir
-        return result
+        return run_verb(config, run_dir, self.launch_dir, given=given)
 
     def prepare(self) -> Any:
         """Build the data set and describe it; returns the data set object."""
         return self._run("prepare")
 
     def train(self) -> Any:
-        """Train and return the objective; the run directory is kept in `last_run_dir`."""
-        return self._run("train")
+        """Train and return the trained model; the objective is kept in `objective`, the run directory
+        in `last_run_dir`."""
+        result = self._run("train")
+        self.last_run_dir, self.objective = result.run_dir, result.objective
+        return result.model
 
     def _checkpoint(self, ckpt_path: Optional[str]) -> Optional[str]:
         return ckpt_path or self.config.get("ckpt_path") or (str(self.last_run_dir) if self.last_run_dir else None)
@@ -126,5 +158,6 @@ class Hyrax:
         return self._run("test", ckpt_path=self._checkpoint(ckpt_path))
 
     def infer(self, ckpt_path: Optional[str] = None) -> Any:
-        """Write predictions of a checkpoint (default: the run this session just trained)."""
+        """Predictions of a checkpoint (default: the run this session just trained) as an indexable
+        `InferenceResult` with their ids; `predictions.npy` and `ids.npy` are written too."""
         return self._run("infer", ckpt_path=self._checkpoint(ckpt_path))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 from hyrax.config import PRIMARY_CONFIG, builtin_dir, register_configs
+from hyrax.errors import HyraxError
 
 
 def _task(cfg: Any) -> Any:
@@ -32,6 +34,13 @@ def main() -> None:
     # As with `python -m`, packages in the working directory are importable (model=mypkg.MyModel).
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
+    try:
+        sys.argv[1:] = hyrax_arguments(sys.argv[1:])
+    except HyraxError as err:
+        if report.full_error_requested():
+            raise
+        sys.stderr.write(err.render() + "\n")
+        sys.exit(HyraxError.exit_code)
     register_configs()
     # Hydra reports failures itself with exit code 1; ours tells bad input (exit 2) from crashes.
     import hydra._internal.utils as hydra_utils
@@ -43,6 +52,55 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted: the MLflow run is marked KILLED; checkpoints written so far are kept.\n")
         sys.exit(130)
+
+
+# Hydra's flags that take a value: the value is not an override even when it holds a '='.
+_VALUE_FLAGS = {"-p", "--package", "--cfg", "-c", "-cp", "--config-path", "-cn", "--config-name", "-cd",
+                "--config-dir", "--info", "--experimental-rerun"}
+_HYDRA_CFG_CHOICES = {"job", "hydra", "all"}
+
+
+def hyrax_arguments(args: list[str]) -> list[str]:
+    """The command line with Hyrax's spellings made Hydra's: `--config-file F` (or `-c F`, when F is not
+    one of Hydra's `-c job|hydra|all`; without either, `./hyrax_config.toml` when it exists) becomes the
+    overrides F stands for, ahead of the command line's own; `model.name=X` becomes `model=X`."""
+    from hyrax.compat.overrides import layered, name_choices, override_key
+    from hyrax.compat.toml_file import USER_CONFIG_FILE, toml_overrides
+
+    rest, config_file = _take_config_file(args)
+    if config_file is None and os.path.isfile(USER_CONFIG_FILE):
+        sys.stderr.write(f"hyrax-run: reading ./{USER_CONFIG_FILE} (Hyrax's config file)\n")
+        config_file = USER_CONFIG_FILE
+    positions = [i for i in range(len(rest)) if _is_override(rest, i)]
+    overrides = name_choices(rest[i] for i in positions)
+    from_file = toml_overrides(Path(config_file)) if config_file else []
+    mine = {override_key(o) for o in overrides}
+    at = positions[0] if positions else len(rest)
+    flags_after = [a for i, a in enumerate(rest) if i >= at and i not in positions]
+    return rest[:at] + layered([o for o in from_file if override_key(o) not in mine], overrides) + flags_after
+
+
+def _take_config_file(args: list[str]) -> tuple[list[str], Optional[str]]:
+    """The arguments without `--config-file F` / `-c F`, and F."""
+    rest: list[str] = []
+    found, i = None, 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--config-file="):
+            found, i = arg.split("=", 1)[1], i + 1
+        elif arg == "--config-file" or (arg == "-c" and i + 1 < len(args) and args[i + 1] not in _HYDRA_CFG_CHOICES):
+            if i + 1 >= len(args):
+                raise HyraxError(f"{arg} needs a file name", key="--config-file",
+                                 fix="write --config-file hyrax_config.toml")
+            found, i = args[i + 1], i + 2
+        else:
+            rest.append(arg)
+            i += 1
+    return rest, found
+
+
+def _is_override(args: list[str], i: int) -> bool:
+    return "=" in args[i] and not args[i].startswith("-") and (i == 0 or args[i - 1] not in _VALUE_FLAGS)
 
 
 if __name__ == "__main__":

@@ -67,11 +67,32 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    resume: str = "none"
+    resume: Any = "none"  # none | auto | a run dir or .pt file; Hyrax's false means none
     log_every_n_steps: int = 50
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     progress: Optional[bool] = None
     compile: bool = False
+    data_sample: str = "item"  # what models get as data_sample: one item (item) or a batch of one (batch)
+
+
+@dataclass
+class GeneralConfig:
+    """Hyrax's `[general]` table: where data and results live, and how much the log says."""
+
+    data_dir: str = "./data"  # what a data set's `data_location` parameter gets unless data_set sets one
+    results_dir: str = "runs"  # where single runs' directories go (sweeps: hydra.sweep.dir)
+    log_level: str = "info"
+    dev_mode: bool = False  # accepted from Hyrax configs; has no effect here
+
+
+@dataclass
+class DataLoaderConfig:
+    """Hyrax's `[data_loader]` table: values set here win over their `train.*` twins."""
+
+    batch_size: Optional[int] = None  # train.batch_size when null
+    num_workers: Optional[int] = None  # train.num_workers when null
+    shuffle: bool = True  # shuffle the train split each epoch
+    collate_fn: Optional[str] = None  # a dotted path to a function collating a list of items
 
 
 @dataclass
@@ -109,6 +130,8 @@ class HyraxConfig:
     optimizer: Any = None
     scheduler: Any = None
     train: TrainConfig = field(default_factory=TrainConfig)
+    general: GeneralConfig = field(default_factory=GeneralConfig)
+    data_loader: DataLoaderConfig = field(default_factory=DataLoaderConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     trial: TrialConfig = field(default_factory=TrialConfig)
 

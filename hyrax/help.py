@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from hyrax.config import COMPONENT_GROUPS, TrainConfig, config_names, sweep_names
+from hyrax.config import COMPONENT_GROUPS, DataLoaderConfig, GeneralConfig, TrainConfig, config_names, sweep_names
 
 USAGE = """\
 hyrax-run: train PyTorch models composed from config, tracked in MLflow, swept with Optuna.
@@ -19,10 +19,13 @@ Usage:
   hyrax-run -m sweep=lr_search                an Optuna search from a preset in sweeps/
   hyrax-run verb=test|infer ckpt_path=RUN_DIR  evaluate or predict with a trained run
   hyrax-run verb=prepare                      describe the data set and its splits
+  hyrax-run --config-file hyrax_config.toml   a Hyrax config file (also -c FILE; ./hyrax_config.toml is
+                                              read when present), the command line winning over it
 
 A group option may be a config name (model=mlp), a dotted class path (model=mypkg.MyModel,
 optimizer=torch.optim.RAdam) or a registered class name; its constructor parameters become keys
-(model.hidden=128). `hyrax-run --cfg job` prints the whole composed config, `--hydra-help` Hydra's flags.
+(model.hidden=128). Hyrax's spelling model.name=mypkg.MyModel chooses a class too.
+`hyrax-run --cfg job` prints the whole composed config, `--hydra-help` Hydra's flags.
 """
 
 
@@ -42,5 +45,7 @@ def help_text() -> str:
     groups = "\n".join(f"  {g}: {', '.join(config_names(g))}" for g in COMPONENT_GROUPS)
     return (f"{USAGE}\nConfig groups (group=option):\n{groups}\n  sweep: {', '.join(sweep_names()) or '-'}\n\n"
             f"Train settings (defaults):\n" + "\n".join(_fields(TrainConfig, "train.")) +
+            "\n\nHyrax's sections (defaults):\n" + "\n".join(_fields(GeneralConfig, "general.") +
+                                                            _fields(DataLoaderConfig, "data_loader.")) +
             "\n\nTracking: mlflow.tracking_uri (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db), "
             "mlflow.experiment, mlflow.enabled\n")

@@ -21,13 +21,22 @@ from hyrax.errors import HyraxError
 # Parameters Hyrax fills in itself, per group; they never appear as config keys.
 INJECTED_PARAMS = {
     "model": {"config", "data_sample", "shape"},
-    "data_set": {"config", "metadata_table"},
+    "data_set": {"config", "metadata_table", "object_id_column_name", "data_location", "data_directory",
+                 "data_dir"},
     "optimizer": {"params"},
     "scheduler": {"optimizer"},
     "criterion": set(),
 }
-# Keys of a component config that Hyrax reads and does not pass to the constructor.
-RESERVED_KEYS = {"_target_", "nan_mode"}
+# Keys of a component config that Hyrax reads and does not pass to the constructor: the class
+# (`name` is Hyrax's spelling of the choice) and, for data sets, how Hyrax reads and splits them.
+RESERVED_KEYS = {"_target_", "name"}
+DATA_SET_KEYS = {"nan_mode", "nan_quantile", "fields", "primary_id_field", "data_location",
+                 "train_size", "validate_size", "test_size"}
+
+
+def reserved_keys(group: str) -> set[str]:
+    """The keys of a `group` config that are Hyrax's, never constructor arguments."""
+    return RESERVED_KEYS | DATA_SET_KEYS if group == "data_set" else RESERVED_KEYS
 
 # Where a bare name is looked up after the registries, per group.
 TORCH_NAMESPACES = {
@@ -178,9 +187,12 @@ def _config_value(value: Any) -> Any:
 
 def synthesize_config(group: str, name: str) -> dict[str, Any]:
     """The config Hydra composes for `group=name` when `name` is a class rather than a config file."""
+    from hyrax.compat.package_defaults import class_tables
+
     cls = resolve_class(group, name)
     node: dict[str, Any] = {"_target_": f"{cls.__module__}.{cls.__qualname__}"}
     node.update(constructor_params(group, cls))
+    node.update(class_tables(group, cls))  # the [group.ClassName] defaults the class's package ships
     if group == "data_set":
         node.setdefault("nan_mode", None)
     return node
