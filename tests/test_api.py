@@ -24,7 +24,7 @@ class InlineNet(nn.Module):
     def __init__(self, config, data_sample, hidden: int = 8):
         super().__init__()
         self.config_seen = config
-        self.net = nn.Sequential(nn.Linear(data_sample[0].shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 2))
+        self.net = nn.Sequential(nn.Linear(data_sample[0].shape[0], hidden), nn.ReLU(), nn.Linear(hidden, 2))
 
     def forward(self, x):
         return self.net(x)
@@ -54,19 +54,21 @@ def test_api_prepare_train_infer_with_edited_config(tmp_path):
     h.config["optimizer"]["lr"] = 0.01
     ds = h.prepare()
     assert len(ds) == 2000
-    value = h.train()
-    assert isinstance(value, float) and math.isfinite(value)
+    model = h.train()
+    assert isinstance(model, torch.nn.Module) and isinstance(h.objective, float) and math.isfinite(h.objective)
     [run] = mlflow_runs(tmp_path)
     assert run.data.params["optimizer.lr"] == "0.01" and run.info.status == "FINISHED"
-    predictions = np.load(h.infer())
-    assert predictions.shape == (2000, 4)
+    result = h.infer()
+    assert result.predictions.shape == (2000, 4) and len(result) == 2000
+    assert np.array_equal(np.load(result.path), result.predictions) and result[3].shape == (4,)
 
 
 def test_inline_classes_by_bare_name():
     h = Hyrax(overrides=["model=InlineNet", "data_set=InlineData", "model.hidden=4", "train.epochs=2",
                          "mlflow.enabled=false"])
     assert h.config["model"]["_target_"].endswith("InlineNet")
-    assert math.isfinite(h.train())
+    h.train()
+    assert math.isfinite(h.objective)
 
 
 def test_model_config_is_read_only():
@@ -99,7 +101,8 @@ def test_file_data_sets(tmp_path, option, extra):
     h = Hyrax(overrides=[f"data_set={option}", f"data_set.path={tmp_path}/d.{suffix}", *extra,
                          "train.epochs=10", "optimizer.lr=0.01", "mlflow.enabled=false",
                          "train.objective.metric=val/accuracy"])
-    assert h.train() > 0.6
+    h.train()
+    assert h.objective > 0.6
 
 
 def test_hdf5_missing_key_names_the_key(tmp_path):
@@ -116,7 +119,9 @@ def test_nan_mode_zero_makes_nan_inputs_trainable(tmp_path):
     base = ["data_set=numpy", f"data_set.path={tmp_path}/nan.npz", "train.epochs=1", "mlflow.enabled=false"]
     with pytest.raises(HyraxError, match="loss became nan"):
         Hyrax(overrides=base).train()
-    assert math.isfinite(Hyrax(overrides=[*base, "data_set.nan_mode=zero"]).train())
+    h = Hyrax(overrides=[*base, "data_set.nan_mode=zero"])
+    h.train()
+    assert math.isfinite(h.objective)
 
 
 def test_splits_are_disjoint_and_reproducible():
@@ -129,10 +134,11 @@ def test_splits_are_disjoint_and_reproducible():
 
 def test_without_validate_split_best_and_objective_use_train_loss(caplog):
     h = Hyrax(overrides=["train.split.validate=0", "train.epochs=2", "mlflow.enabled=false"])
-    value = h.train()
+    h.train()
+    value = h.objective
     assert math.isfinite(value)
-    assert "objective is train/loss instead of val/loss" in caplog.text
-    assert "judging the best checkpoint on train/loss" in caplog.text
+    assert caplog.text.count("no validate split: judging best checkpoints, early stopping and the objective "
+                             "on train/loss") == 1
 
 
 def test_early_stopping_stops_when_the_monitor_stalls():
@@ -147,14 +153,16 @@ def test_early_stopping_stops_when_the_monitor_stalls():
 
 def test_grad_clip_and_scheduler_run(caplog):
     h = Hyrax(overrides=["train.grad_clip=0.5", "scheduler=cosine", "train.epochs=3", "mlflow.enabled=false"])
-    assert math.isfinite(h.train())
+    h.train()
+    assert math.isfinite(h.objective)
 
 
 def test_list_loss_validate_step_and_infer_batch(tmp_path):
     h = Hyrax(overrides=["model=userpkg.models.ListLossNet", "data_set=userpkg.data.ImageLabelData",
                          "train.epochs=3", "optimizer.lr=0.01", "train.objective.metric=val/top1"])
-    assert h.train() > 0.5, "validate_step's metrics are the validation metrics"
-    probabilities = np.load(h.infer())
+    h.train()
+    assert h.objective > 0.5, "validate_step's metrics are the validation metrics"
+    probabilities = h.infer().predictions
     assert probabilities.shape == (240, 3) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
@@ -185,13 +193,14 @@ from hyrax.models import hyrax_model
 class NotebookNet(nn.Module):
     def __init__(self, data_sample, width: int = 4):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(data_sample[0].shape[1], width), nn.ReLU(), nn.Linear(width, 4))
+        self.net = nn.Sequential(nn.Linear(data_sample[0].shape[0], width), nn.ReLU(), nn.Linear(width, 4))
     def forward(self, x):
         return self.net(x)
 
 h = Hyrax(overrides=["model=NotebookNet", "model.width=6", "train.epochs=1", "mlflow.enabled=false"])
 print("target", h.config["model"]["_target_"])
-print("objective", h.train())
+h.train()
+print("objective", h.objective)
 ''')
     out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=hyrax_env(), capture_output=True,
                          text=True, timeout=120)

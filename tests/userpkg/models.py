@@ -15,7 +15,7 @@ class TelescopeNet(nn.Module):
         super().__init__()
         x, _ = data_sample
         self.seen_config = config
-        self.net = nn.Sequential(nn.Linear(x.shape[1], 16), nn.ReLU(), nn.Linear(16, 3))
+        self.net = nn.Sequential(nn.Linear(x.shape[0], 16), nn.ReLU(), nn.Linear(16, 3))
 
     @staticmethod
     def to_tensor(data_dict):

@@ -1,0 +1,98 @@
+"""Hyrax users' classes run unchanged: every pairing of Hyrax-style models and data sets (tests/hyraxlike)
+trains when chosen the way Hyrax's documentation chooses them, `h.config[group]["name"] = ...`, and
+through `hyrax-run`; loss falls where there is something to learn, and `infer` works afterwards."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import hyraxlike.data  # noqa: F401 - registers the data sets by bare name, as a notebook cell would
+import hyraxlike.models  # noqa: F401
+from hyrax import Hyrax
+from hyraxlike.data import write_csv
+from hyraxtest import metric_history, mlflow_runs, ok
+
+# model, data set, extra settings, whether the loss must fall (the loopback model learns nothing)
+PAIRINGS = [
+    ("ImageCNN", "RandomImages", {}, True),
+    ("ImageCNN", "RandomImagesIterable", {}, True),
+    ("ImageCNN", "SurveyData", {}, True),
+    ("ImageAutoencoder", "RandomImages", {}, True),
+    ("ImageAutoencoder", "RandomImagesIterable", {}, True),
+    ("ImageAutoencoder", "SurveyData", {"data_set.fields": ["image", "object_id"]}, True),
+    ("Loopback", "RandomImages", {}, False),
+    ("Loopback", "RandomImagesIterable", {}, False),
+    ("Loopback", "FixtureRandom", {"data_set.size": 40, "data_set.seed": 0, "data_set.dimension_1_length": 3},
+     False),
+    ("ContrastiveNet", "RandomImages", {}, True),
+    ("ContrastiveNet", "SurveyData", {"data_set.fields": ["image"]}, True),
+    ("SeedAutoencoder", "FluxData", {}, True),
+    ("ShapeNet", "LabeledVectors", {}, True),
+    ("TabularNet", "CSVTable", {"data_set.fields": ["f0", "f1", "f2", "label"]}, True),
+    ("BatchImageCNN", "RandomImages", {"train.data_sample": "batch"}, True),
+    ("BatchAutoencoder", "RandomImages", {"train.data_sample": "batch"}, True),
+    ("ImageOnlyCNN", "SurveyData", {"train.data_sample": "batch"}, True),
+]
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def docs_style_session(model: str, data_set: str, extra: dict, tmp_path) -> Hyrax:
+    """A session set up the way Hyrax's documentation does it."""
+    h = Hyrax()
+    h.config["model"]["name"] = model
+    h.config["data_set"]["name"] = data_set
+    if data_set == "CSVTable":
+        h.config["data_set"]["data_location"] = str(write_csv(tmp_path / "table.csv"))
+    for key, value in extra.items():
+        h.set_config(key, value)
+    h.set_config("train.epochs", 4)
+    h.config["data_loader"]["batch_size"] = 16
+    h.config["optimizer"]["lr"] = 3e-3
+    return h
+
+
+@pytest.mark.parametrize(("model", "data_set", "extra", "learns"), PAIRINGS,
+                         ids=[f"{m}-{d}" for m, d, _, _ in PAIRINGS])
+def test_pairing_trains_and_infers_chosen_by_name(model, data_set, extra, learns, tmp_path):
+    h = docs_style_session(model, data_set, extra, tmp_path)
+    trained = h.train()
+    assert type(trained).__name__ == model
+    assert math.isfinite(h.objective if isinstance(h.objective, float) else h.objective[0])
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["hyrax.model"].endswith(model) and run.data.tags["hyrax.data_set"].endswith(data_set)
+    losses = metric_history(tmp_path, run.info.run_id, "train/loss")
+    assert len(losses) == 4
+    if learns:
+        assert losses[-1] < losses[0], f"{model} on {data_set} did not learn: {losses}"
+    result = h.infer()
+    assert len(result) > 0 and np.all(np.isfinite(result.predictions))
+    assert len(result.ids) == len(result)
+    assert result[0].shape == result.predictions[0].shape
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "data_set", "args"), [
+    ("ImageCNN", "RandomImages", []),
+    ("ImageAutoencoder", "RandomImagesIterable", []),
+    ("SeedAutoencoder", "FluxData", []),
+    ("BatchImageCNN", "RandomImages", ["train.data_sample=batch"]),
+])
+def test_pairing_through_hyrax_run(model, data_set, args, hyrax_run, tmp_path):
+    proc = ok(hyrax_run(f"model=hyraxlike.models.{model}", f"data_set=hyraxlike.data.{data_set}",
+                        "train.epochs=3", "data_loader.batch_size=16", "optimizer.lr=3e-3", *args))
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "FINISHED", proc.stderr
+    losses = metric_history(tmp_path, run.info.run_id, "train/loss")
+    assert losses[-1] < losses[0]
+    infer = ok(hyrax_run(f"model.name=hyraxlike.models.{model}", f"data_set.name=hyraxlike.data.{data_set}",
+                         "verb=infer", f"ckpt_path={run.data.tags['hyrax.run_dir']}", *args))
+    assert "predictions" in infer.stdout
