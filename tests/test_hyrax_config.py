@@ -172,3 +172,11 @@ def test_rendered_values_parse_back_to_themselves(value):
     [parsed] = OverridesParser.create().parse_overrides([f"++k={render(value)}"])
     got = parsed.value()
     assert got == value or (value == "${x}" and got == "${x}")
+
+
+def test_hyrax_data_set_keys_on_the_command_line_need_no_plus(hyrax_run, tmp_path):
+    shown = ok(hyrax_run("model=hyraxlike.models.ImageCNN", "data_set=hyraxlike.data.SurveyData",
+                         "data_set.fields=[image,label]", "data_set.train_size=0.6", "data_set.seed=3",
+                         "data_set.primary_id_field=object_id", "--cfg", "job"))
+    for line in ("- image", "train_size: 0.6", "seed: 3", "primary_id_field: object_id"):
+        assert line in shown.stdout, line

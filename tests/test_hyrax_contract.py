@@ -203,7 +203,7 @@ class Stream(HyraxDataset, IterableDataset):
         super().__init__(config)
 
     def __iter__(self):
-        for i in range(12):
+        for _ in range(12):
             yield {"image": np.zeros(3, dtype=np.float32), "label": 0}
 
 
@@ -259,10 +259,11 @@ def test_a_data_sets_own_collate_is_used(tmp_path):
 def test_getter_data_set_reads_the_named_fields(tmp_path):
     h = session("ImageCNN", "SurveyData", "mlflow.enabled=false")
     h.set_config("data_set.fields", ["image", "label"])
-    h.set_config("data_set.n_objects", 30)
+    h.set_config("data_request", {"train": {"data": {"dataset_class": "SurveyData", "dataset_config":
+                                                     {"n_objects": 30}}}})
     h.train()
     result = h.infer()
-    assert len(result) == 30, "data_set.n_objects was read by the data set through config.get"
+    assert len(result) == 30, "dataset_config's n_objects was read by the data set through config.get"
     assert result.ids[0] == "obj-00000" and result.by_id("obj-00002").shape == (3,)
 
 
@@ -327,3 +328,38 @@ def test_configured_collate_fn_is_used(tmp_path):
     h.config["data_loader"]["collate_fn"] = "hyraxlike.data.no_such_function"
     with pytest.raises(HyraxError, match="cannot find a collate function 'hyraxlike.data.no_such_function'"):
         h.train()
+
+
+@pytest.mark.slow
+def test_a_batch_of_one_model_in_item_mode_shows_its_error_and_the_switch(hyrax_run, tmp_path):
+    proc = hyrax_run("model=hyraxlike.models.BatchImageCNN", "data_set=hyraxlike.data.RandomImages")
+    assert proc.returncode == 1, "a crash in the user's __init__, shown as theirs"
+    assert "hyraxlike/models.py" in proc.stderr and "not enough values to unpack" in proc.stderr
+    assert "needs train.data_sample=batch" in proc.stderr
+
+
+@hyrax_model
+class LoopbackWithoutValidateStep(nn.Module):
+    """Hyrax 0.6's loopback: its own train step, no validate step, output = input (no criterion fits)."""
+
+    def __init__(self, config, data_sample=None):
+        super().__init__()
+        self.unused = nn.Linear(1, 1)
+
+    def forward(self, x):
+        return x[0] if isinstance(x, tuple) else x
+
+    def train_step(self, batch):
+        return {"loss": 0.0}
+
+    @staticmethod
+    def to_tensor(data_dict):
+        return np.asarray(data_dict["data"]["image"]), np.asarray(data_dict["data"]["label"])
+
+
+def test_own_step_model_whose_output_no_criterion_judges_validates_on_train_loss(tmp_path):
+    h = session("LoopbackWithoutValidateStep", "RandomImages")
+    h.train()
+    run = run_of(tmp_path)
+    assert run.info.status == "FINISHED" and "val/loss" not in run.data.metrics
+    assert h.objective == 0.0

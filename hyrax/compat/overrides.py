@@ -12,8 +12,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hyrax.config import COMPONENT_GROUPS
+from hyrax.resolve import DATA_SET_KEYS
 
 _NAME_CHOICE = re.compile(rf"^\+{{0,2}}({'|'.join(COMPONENT_GROUPS)})\.name=(.*)$", re.S)
+_HYRAX_DATA_SET_KEY = re.compile(
+    rf"^\+{{0,2}}data_set\.({'|'.join(sorted(DATA_SET_KEYS | {'seed'}))})=")
 _PLAIN = re.compile(r"^[A-Za-z_][\w\-./:]*$")
 _RESERVED_WORDS = {"null", "true", "false", "inf", "nan", "none"}
 
@@ -50,11 +53,18 @@ def override(key: str, value: Any, add: bool = False) -> str:
 
 
 def name_choices(args: Iterable[str]) -> list[str]:
-    """Command-line overrides with Hyrax's `model.name=pkg.Cls` (also with `+`) as `model=pkg.Cls`."""
+    """Command-line overrides in Hyrax's spellings made Hydra's: `model.name=pkg.Cls` (also with `+`) is
+    `model=pkg.Cls`, and Hyrax's own data set keys (`data_set.fields=[...]`, `data_set.train_size=0.6`,
+    ...), which a data set's config need not list, are set with `++`."""
     out = []
     for arg in args:
         match = _NAME_CHOICE.match(arg)
-        out.append(f"{match.group(1)}={match.group(2)}" if match else arg)
+        if match:
+            out.append(f"{match.group(1)}={match.group(2)}")
+        elif _HYRAX_DATA_SET_KEY.match(arg):
+            out.append("++" + arg.lstrip("+"))
+        else:
+            out.append(arg)
     return out
 
 

@@ -7,7 +7,8 @@ The Hyrax layout maps onto ours table by table:
     ["torch.optim.SGD"] lr = 0.01       -> optimizer.lr=0.01          (the chosen class's own table)
     [train] epochs, resume              -> train.*; experiment_name, run_name -> mlflow.*
     [general], [data_loader], [mlflow]  -> the sections of the same name
-    [data_request.train.<name>]         -> data_set=<dataset_class> and its data_location, fields, ...
+    [data_request.train.<name>]         -> data_set=<dataset_class> and its data_location, fields, ...;
+                                           its dataset_config keys go where Hyrax puts them
     [split] train/validate/test         -> train.split.*
     [infer] / [test] model_weights_file -> ckpt_path
 
@@ -25,7 +26,7 @@ from typing import Any
 
 from hyrax.compat.files import read_toml
 from hyrax.compat.overrides import override
-from hyrax.config import COMPONENT_GROUPS, DataLoaderConfig, GeneralConfig, MlflowConfig
+from hyrax.config import COMPONENT_GROUPS, DataLoaderConfig, GeneralConfig
 from hyrax.errors import HyraxError
 
 log = logging.getLogger("hyrax")
@@ -142,7 +143,16 @@ def data_request(request: Mapping[str, Any], unused: list[str] | None = None) ->
     for key, ours in DATA_REQUEST_KEYS.items():
         if first.get(key) not in (None, False):
             out.append(override(f"data_set.{ours}", first[key], add=True))
-    out += [override(f"data_set.{k}", v, add=True) for k, v in _flat(first.get("dataset_config") or {})]
+    return out + _dataset_config(first.get("dataset_config") or {})
+
+
+def _dataset_config(settings: Mapping[str, Any]) -> list[str]:
+    """As Hyrax merges a request's `dataset_config` into the config its data set gets: a class's table goes
+    under `data_set`, any other key to the top level (`config.get("n_objects")` reads it there)."""
+    out = []
+    for key, value in settings.items():
+        prefix = "data_set." if isinstance(value, Mapping) and key[:1].isupper() else ""
+        out += [override(f"{prefix}{k}", v, add=True) for k, v in _flat({key: value})]
     return out
 
 
@@ -204,7 +214,7 @@ _SECTIONS = {
     "train": _train,
     "general": _typed("general", GeneralConfig),
     "data_loader": _typed("data_loader", DataLoaderConfig),
-    "mlflow": _typed("mlflow", MlflowConfig),
+    "mlflow": lambda table, unused: [override(f"mlflow.{k}", v) for k, v in table.items()],  # ours: checked
     "infer": _weights,
     "test": _weights,
     "split": _split,

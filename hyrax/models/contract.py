@@ -26,6 +26,9 @@ TEST_NAMES = ("test_step", "test_batch", *VALIDATE_NAMES)
 
 # Models whose forward turned out to take only the inputs of an (x, y) batch (see `learn_forward`).
 _INPUTS_ONLY: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+# Models with their own step whose output the criterion cannot judge against the labels (see
+# `learn_criterion_fit`): validation without a validate step measures nothing for them.
+_CRITERION_MISFITS: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 def find_method(obj: Any, names: tuple[str, ...]) -> Optional[Callable[..., Any]]:
@@ -87,6 +90,25 @@ def learn_forward(model: nn.Module, batch: Any) -> Any:
             raise whole_failed from None
         _INPUTS_ONLY.add(model)
         return output
+
+
+def learn_criterion_fit(model: nn.Module, output: Any, labels: Any) -> None:
+    """For a model with its own step: remember whether `criterion(output, labels)` works, which decides
+    whether validation without a validate step can fall back to the criterion (a loopback model's
+    output is its input: no criterion judges that against class labels)."""
+    criterion = getattr(model, "criterion", None)
+    if labels is None or criterion is None or not isinstance(output, torch.Tensor):
+        return
+    try:
+        with torch.no_grad():
+            criterion(output, labels)
+    except (RuntimeError, ValueError, IndexError, TypeError):
+        _CRITERION_MISFITS.add(model)
+
+
+def default_metrics_apply(model: nn.Module) -> bool:
+    """Whether validation may judge the model's output with its criterion (see `learn_criterion_fit`)."""
+    return model not in _CRITERION_MISFITS
 
 
 def constructor_kwargs(cls: type, params: Mapping[str, Any], injected: Mapping[str, Any]) -> dict[str, Any]:

@@ -124,8 +124,16 @@ def make_model(config: Mapping[str, Any], data: DataParts, device: torch.device,
     params = component_params("model", config["model"])
     if "num_outputs" in params and params["num_outputs"] is None:
         params["num_outputs"] = count_outputs(data)
-    shape = sample_shape(data, config["train"].get("data_sample") == "batch")
-    return build_model(model_class(config), params, view, data.sample, shape).to(device)
+    batch_mode = config["train"].get("data_sample") == "batch"
+    try:
+        model = build_model(model_class(config), params, view, data.sample, sample_shape(data, batch_mode))
+    except (ValueError, IndexError) as err:
+        if not batch_mode and "unpack" in str(err):
+            err.add_note("hyrax: data_sample is one item, without the batch axis, as Hyrax's documentation "
+                         "says; a model written for current Hyrax releases (a batch of one) needs "
+                         "train.data_sample=batch")
+        raise
+    return model.to(device)
 
 
 def attach_training_parts(model: nn.Module, config: Mapping[str, Any], view: ConfigView,

@@ -91,7 +91,7 @@ def prepare_data(config: Mapping[str, Any], data_set: Any, model_cls: type,
     indices = dict.fromkeys(SPLITS) if iterable else split_indices(len(items), fractions, seed)
     loader = config.get("data_loader") or {}
     batch_size, shuffle = train["batch_size"], loader.get("shuffle", True)
-    fast = model_cls_without_to_tensor(model_cls)
+    fast = batched_by_indexing(model_cls)
 
     def batches(split: Optional[str], idx: Any, size: int, workers: int = 0) -> Batches:
         return Batches(items, idx, size, shuffle and split == "train", seed, convert, num_workers=workers,
@@ -117,7 +117,7 @@ def _head(indices: Optional[np.ndarray], n: int) -> Optional[np.ndarray]:
     return None if indices is None else indices[:n]
 
 
-def model_cls_without_to_tensor(model_cls: type) -> bool:
+def batched_by_indexing(model_cls: type) -> bool:
     """In-memory data sets may skip per-item work only when the model does not pack items itself."""
     from hyrax.models.contract import TO_TENSOR_NAMES, find_method
 

@@ -9,7 +9,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from hyrax.models.contract import INFER_NAMES, VALIDATE_NAMES, batch_length, find_method, forward, inputs_and_labels
+from hyrax.models.contract import (
+    INFER_NAMES,
+    VALIDATE_NAMES,
+    batch_length,
+    default_metrics_apply,
+    find_method,
+    forward,
+    inputs_and_labels,
+)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -50,7 +58,7 @@ def _step_metrics(model: nn.Module, batch: Any, validate_step: Any) -> dict[str,
     if validate_step is not None:
         return {k: _scalar(v) for k, v in validate_step(batch).items()}
     y = inputs_and_labels(batch)[1]
-    if y is None or getattr(model, "criterion", None) is None:
+    if y is None or getattr(model, "criterion", None) is None or not default_metrics_apply(model):
         return {}
     output = forward(model, batch)
     metrics = {"loss": float(model.criterion(output, y))}

@@ -80,7 +80,8 @@ class Loop:
         monitor, mode = stopping["monitor"], stopping["mode"]
         if monitor.startswith("val/") and monitor not in metrics:
             why = "no validate split" if self.batches["validate"].empty else \
-                f"validation measured no {monitor} (no labels, and the model has no validate step)"
+                f"validation measured no {monitor} (the model has no validate step, and its batches carry no " \
+                "labels its criterion can judge its output against)"
             log.warning("%s: judging best checkpoints, early stopping and the objective on train/loss", why)
             return "train/loss", "min"
         return monitor, mode

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from hyrax.errors import HyraxError
-from hyrax.models.contract import has_own_step, inputs_and_labels, learn_forward
+from hyrax.models.contract import has_own_step, inputs_and_labels, learn_criterion_fit, learn_forward
 from hyrax.train.data import DataParts
 from hyrax.train.evaluate import to_device
 
@@ -31,8 +31,11 @@ def preflight(model: nn.Module, data: DataParts) -> None:
             f"{_expected_input(model)}: {_first_line(err)}", key="model",
             fix="make the model's input size match the data (see `hyrax-run verb=prepare`), "
             "or convert items in to_tensor") from err
-    if not has_own_step(model):
-        _check_criterion(model, output, inputs_and_labels(batch)[1])
+    labels = inputs_and_labels(batch)[1]
+    if has_own_step(model):
+        learn_criterion_fit(model, output, labels)
+    else:
+        _check_criterion(model, output, labels)
 
 
 def _check_criterion(model: nn.Module, output: Any, y: Any) -> None:

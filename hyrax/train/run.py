@@ -155,6 +155,7 @@ def _train(config: dict[str, Any], run_dir: Path, tracker: Tracker, resumed: Opt
     run_id = tracker.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_INFO).write_text(json.dumps({"mlflow_run_id": run_id}))
+    log.info("training %s in %s", type(model).__qualname__, run_dir.resolve())
     progress = train_cfg["progress"] if train_cfg["progress"] is not None else sys.stderr.isatty()
     loop = Loop(model, data.batches, device, train_cfg, run_dir, tracker,
                 {"config": config, "mlflow_run_id": run_id}, progress, on_epoch_end)
@@ -180,7 +181,8 @@ def _final_test(loop: Loop, batches: Any, run_dir: Path, device: torch.device) -
         loop.model.load_state_dict(checkpoint.load(best)["model"])
         log.info("testing the best checkpoint %s", best)
     metrics = {f"test/{k}": v for k, v in evaluate(loop.model, batches, device, TEST_NAMES).items()}
-    log.info("test  %s", "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    if metrics:
+        log.info("test  %s", "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return metrics
 
 

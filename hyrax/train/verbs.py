@@ -61,7 +61,8 @@ def trained_model(config: Mapping[str, Any], ckpt_path: Optional[str]) -> tuple[
     if trained_target and locate_target("model", trained_target) is not locate_target("model", wanted):
         raise HyraxError(f"checkpoint {source} holds a {trained_target}, but the config asks for {wanted}",
                          key="model", fix=f"run with model={trained_target} or another checkpoint")
-    print(f"Using checkpoint {source.resolve()} (trained {state['loop']['epoch']} epochs)")
+    epochs = state["loop"]["epoch"]
+    print(f"Using checkpoint {source.resolve()} (trained {epochs} epoch{'s' if epochs != 1 else ''})")
     device = pick_device(config["train"]["device"])
     seed_everything(config["train"]["seed"], False)
     data, model = assemble(config, device)

@@ -95,10 +95,11 @@ class FixtureRandom(HyraxDataset, Dataset):
 
 class SurveyData(HyraxDataset):
     """Like the current documentation notebook's data set: no `__getitem__`, one `get_<field>` per field,
-    settings read with `config.get`, a `data_location` it does not need."""
+    settings read with `config.get` from the top of the config (where Hyrax merges a data request's
+    `dataset_config`), a `data_location` it does not need."""
 
     def __init__(self, config, data_location=None):
-        n_objects = config["data_set"].get("n_objects", 60)
+        n_objects = config.get("n_objects", 60)
         rng = np.random.default_rng(7)
         self.labels = rng.integers(0, 3, size=n_objects, dtype=np.int64)
         self.images = (rng.normal(size=(n_objects, 3, 6, 6)) + self.labels.reshape(-1, 1, 1, 1)).astype(np.float32)
