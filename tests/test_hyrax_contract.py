@@ -264,6 +264,11 @@ def test_getter_data_set_reads_the_named_fields(tmp_path):
     h.train()
     result = h.infer()
     assert len(result) == 30, "dataset_config's n_objects was read by the data set through config.get"
+    from hyrax.train import checkpoint
+
+    saved = checkpoint.load(h.last_run_dir / "checkpoints" / "last.pt")["config"]
+    assert saved["hyraxlike"]["SurveyData"]["note"].startswith("a table named after the package"), \
+        "the package's top-level [hyraxlike.SurveyData] defaults reached the config"
     assert result.ids[0] == "obj-00000" and result.by_id("obj-00002").shape == (3,)
 
 
