@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hyrax.config import COMPONENT_GROUPS, PRIMARY_CONFIG
 from hyrax.errors import HyraxError
-from hyrax.session import as_plain
+from hyrax.session import Session, as_plain
 
 VERBS = ("train", "test", "infer", "prepare")
 
@@ -115,8 +115,6 @@ class Hyrax:
 
     def __init__(self, overrides: Sequence[str] = (), config_file: Optional[str | os.PathLike] = None,
                  config_name: str = PRIMARY_CONFIG) -> None:
-        from hyrax.session import Session
-
         self.launch_dir = Path(os.getcwd())
         self._session = Session(overrides, config_file, config_name)
         self.last_run_dir: Optional[Path] = None

@@ -65,10 +65,10 @@ def hyrax_arguments(args: list[str]) -> list[str]:
     one of Hydra's `-c job|hydra|all`; without either, `./hyrax_config.toml` when it exists) becomes the
     overrides F stands for, ahead of the command line's own; `model.name=X` becomes `model=X`."""
     from hyrax.compat.overrides import layered, name_choices, override_key
-    from hyrax.compat.toml_file import USER_CONFIG_FILE, toml_overrides
+    from hyrax.compat.toml_file import USER_CONFIG_FILE, default_config_file, toml_overrides
 
     rest, config_file = _take_config_file(args)
-    if config_file is None and os.path.isfile(USER_CONFIG_FILE):
+    if config_file is None and default_config_file() is not None:
         sys.stderr.write(f"hyrax-run: reading ./{USER_CONFIG_FILE} (Hyrax's config file)\n")
         config_file = USER_CONFIG_FILE
     positions = [i for i in range(len(rest)) if _is_override(rest, i)]

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from hyrax.compat.overrides import given_keys, layered, name_choices, override
+from hyrax.compat.overrides import given_keys, layered, name_choices, override, override_key
 from hyrax.config import COMPONENT_GROUPS, PRIMARY_CONFIG, builtin_dir, register_configs
 from hyrax.errors import HyraxError
 
@@ -49,9 +49,11 @@ class Session:
 
     def __init__(self, overrides: Sequence[str], config_file: Optional[str | os.PathLike],
                  config_name: str = PRIMARY_CONFIG) -> None:
-        from hyrax.compat.toml_file import toml_overrides
+        from hyrax.compat.toml_file import default_config_file, toml_overrides
 
-        path = Path(config_file) if config_file else _default_config_file()
+        path = Path(config_file) if config_file else default_config_file()
+        if path is not None and not config_file:
+            log.info("reading %s (Hyrax's config file)", path)
         self.file_overrides = toml_overrides(path) if path else []
         self.overrides = name_choices(overrides)
         self.extra: list[str] = []  # from set_config of Hyrax tables (data_request, a class's table)
@@ -88,12 +90,10 @@ class Session:
 
     def choose(self, group: str, name: str) -> None:
         """Make `name` the class of `group` now, keeping the other edits made so far."""
-        edits = [e for e in self.edits() if e.split("=", 1)[0].lstrip("+").split(".")[0] != group]
+        edits = [e for e in self.edits() if override_key(e).split(".")[0] != group]
         self.extra = layered(self.extra, [f"{group}={name}"])
-        self.baseline = self._compose(self._base_overrides())
+        self._recompose(edits)
         self.baseline[group]["name"] = name
-        self.config.clear()
-        self.config.update(self._editable(self._compose(layered(self._base_overrides(), edits))))
         self.config[group] = Section(self, group, copy.deepcopy(self.baseline[group]))
 
     def set(self, key: str, value: Any) -> None:
@@ -116,8 +116,12 @@ class Session:
         from hyrax.compat.toml_file import hyrax_overrides
 
         chosen = {g: (self.config.get(g) or {}).get("_target_") for g in COMPONENT_GROUPS}
-        self.extra = layered(self.extra, hyrax_overrides({key: value}, "set_config", chosen))
         edits = self.edits()
+        self.extra = layered(self.extra, hyrax_overrides({key: value}, "set_config", chosen))
+        self._recompose(edits)
+
+    def _recompose(self, edits: list[str]) -> None:
+        """Compose the baseline again after the overrides changed, and the edited config on top of it."""
         self.baseline = self._compose(self._base_overrides())
         self.config.clear()
         self.config.update(self._editable(self._compose(layered(self._base_overrides(), edits))))
@@ -157,14 +161,3 @@ def _changes(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str = 
 
 
 _MISSING = object()
-
-
-def _default_config_file() -> Optional[Path]:
-    """`./hyrax_config.toml`, which Hyrax reads when no file is named."""
-    from hyrax.compat.toml_file import USER_CONFIG_FILE
-
-    candidate = Path.cwd() / USER_CONFIG_FILE
-    if candidate.is_file():
-        log.info("reading %s (Hyrax's config file)", candidate)
-        return candidate
-    return None

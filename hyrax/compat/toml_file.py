@@ -38,8 +38,13 @@ UNUSED_HYRAX_TABLES = ("download", "onnx", "vector_db", "results", "reduce_dimen
 TRAIN_ALIASES = {"experiment_name": "mlflow.experiment", "run_name": "mlflow.run_name",
                  "shuffle": "data_loader.shuffle"}
 TRAIN_UNUSED = ("weights_filename", "model_weights_file", "split")
-DATA_REQUEST_KEYS = {"data_location": "data_location", "fields": "fields",
-                     "primary_id_field": "primary_id_field"}
+DATA_REQUEST_KEYS = ("data_location", "fields", "primary_id_field")  # same names under data_set
+
+
+def default_config_file() -> Path | None:
+    """`./hyrax_config.toml`, which Hyrax reads when no file is named."""
+    candidate = Path.cwd() / USER_CONFIG_FILE
+    return candidate if candidate.is_file() else None
 
 
 def toml_overrides(path: Path) -> list[str]:
@@ -64,8 +69,7 @@ def hyrax_overrides(tables: Mapping[str, Any], source: str,
             out += _SECTIONS[table](value, unused)
         elif table in UNUSED_HYRAX_TABLES:
             unused.append(f"[{table}]")
-        elif isinstance(value, Mapping) and _group_choosing(table, chosen):
-            group = _group_choosing(table, chosen)
+        elif isinstance(value, Mapping) and (group := _group_choosing(table, chosen)):
             out += [override(f"{group}.{k}", v, add=True) for k, v in _flat(value)]
         elif isinstance(value, Mapping) and _is_class_path(table):
             unused.append(f'["{table}"] (not the chosen class)')
@@ -111,15 +115,18 @@ def _train(table: Mapping[str, Any], unused: list[str]) -> list[str]:
     return out
 
 
-def _weights(table: Mapping[str, Any], unused: list[str]) -> list[str]:
-    out = []
-    for key, value in table.items():
-        if key == "model_weights_file":
-            if value:
-                out.append(override("ckpt_path", value))
-        else:
-            unused.append(f"model_weights_file's neighbour {key}")
-    return out
+def _weights(section: str) -> Any:
+    def convert(table: Mapping[str, Any], unused: list[str]) -> list[str]:
+        out = []
+        for key, value in table.items():
+            if key == "model_weights_file":
+                if value:
+                    out.append(override("ckpt_path", value))
+            else:
+                unused.append(f"{section}.{key}")
+        return out
+
+    return convert
 
 
 def _split(table: Mapping[str, Any], unused: list[str]) -> list[str]:
@@ -140,9 +147,9 @@ def data_request(request: Mapping[str, Any], unused: list[str] | None = None) ->
                          f"{first.get('dataset_class')}); hyrax-run splits one data set", key="data_request",
                          fix="name one dataset_class; set the split with train.split.* or data_set.*_size")
     out = [f"data_set={first['dataset_class']}"]
-    for key, ours in DATA_REQUEST_KEYS.items():
+    for key in DATA_REQUEST_KEYS:
         if first.get(key) not in (None, False):
-            out.append(override(f"data_set.{ours}", first[key], add=True))
+            out.append(override(f"data_set.{key}", first[key], add=True))
     return out + _dataset_config(first.get("dataset_config") or {})
 
 
@@ -215,8 +222,8 @@ _SECTIONS = {
     "general": _typed("general", GeneralConfig),
     "data_loader": _typed("data_loader", DataLoaderConfig),
     "mlflow": lambda table, unused: [override(f"mlflow.{k}", v) for k, v in table.items()],  # ours: checked
-    "infer": _weights,
-    "test": _weights,
+    "infer": _weights("infer"),
+    "test": _weights("test"),
     "split": _split,
     "data_request": data_request,
 }

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from hyrax.data_sets import InMemoryDataset
-from hyrax.data_sets.items import Converter, GetterItems, collate_function
+from hyrax.data_sets.items import Converter, GetterItems, apply_nan_mode, collate_function
 from hyrax.errors import HyraxError
 
 SPLITS = ("train", "validate", "test")
@@ -43,20 +43,6 @@ def split_of_position(position: int, fractions: dict[str, float], seed: int) -> 
         if u < edge:
             return s
     return None
-
-
-def apply_nan_mode(x: Any, mode: Any, quantile: float = 0.05) -> Any:
-    """Replace NaNs in an input batch as `data_set.nan_mode` says (null or false leaves them)."""
-    if mode in (None, False, "none") or not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
-        return x
-    if mode == "zero":
-        return torch.nan_to_num(x, nan=0.0)
-    if mode == "quantile":
-        flat = x.reshape(len(x), -1)
-        fill = torch.nanquantile(flat, quantile, dim=1, keepdim=True).nan_to_num(0.0)
-        return torch.where(torch.isnan(flat), fill, flat).reshape(x.shape)
-    raise HyraxError(f"unknown nan_mode '{mode}'", key="data_set.nan_mode",
-                     fix="use null (or false), zero or quantile")
 
 
 class _Positions(torch.utils.data.Dataset):

@@ -165,7 +165,6 @@ def stack_values(values: list[Any]) -> Any:
 
 def make_converter(model_cls: type, first_item: Any, nan_mode: Any, nan_quantile: float = 0.05) -> Converter:
     """The function from a collated batch to what the model receives."""
-    from hyrax.data_sets.batches import apply_nan_mode
     from hyrax.models.contract import TO_TENSOR_NAMES, find_method
 
     to_tensor = find_method(model_cls, TO_TENSOR_NAMES)
@@ -186,6 +185,20 @@ def make_converter(model_cls: type, first_item: Any, nan_mode: Any, nan_quantile
         return apply_nan_mode(batch, nan_mode, nan_quantile)
 
     return convert
+
+
+def apply_nan_mode(x: Any, mode: Any, quantile: float = 0.05) -> Any:
+    """Replace NaNs in an input batch as `data_set.nan_mode` says (null or false leaves them)."""
+    if mode in (None, False, "none") or not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
+        return x
+    if mode == "zero":
+        return torch.nan_to_num(x, nan=0.0)
+    if mode == "quantile":
+        flat = x.reshape(len(x), -1)
+        fill = torch.nanquantile(flat, quantile, dim=1, keepdim=True).nan_to_num(0.0)
+        return torch.where(torch.isnan(flat), fill, flat).reshape(x.shape)
+    raise HyraxError(f"unknown nan_mode '{mode}'", key="data_set.nan_mode",
+                     fix="use null (or false), zero or quantile")
 
 
 def _image_and_label(data: Mapping[str, Any]) -> Any:

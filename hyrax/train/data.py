@@ -82,7 +82,7 @@ def prepare_data(config: Mapping[str, Any], data_set: Any, model_cls: type,
     items = GetterItems(data_set, node.get("fields"), node.get("primary_id_field")) \
         if uses_getters(data_set, node.get("fields")) else data_set
     first = next(iter(items)) if iterable else items[0]
-    nan = (node.get("nan_mode"), node.get("nan_quantile", 0.05))
+    nan = nan_settings(config)
     convert = make_converter(model_cls, first, *nan)
     fractions = split_fractions(config, None if iterable else len(items))
     seed = split_seed(config, data_set)
@@ -113,6 +113,12 @@ def prepare_data(config: Mapping[str, Any], data_set: Any, model_cls: type,
     return DataParts(data_set, made, sample, sample_batch, sizes, items)
 
 
+def nan_settings(config: Mapping[str, Any]) -> tuple[Any, float]:
+    """`data_set.nan_mode` and `data_set.nan_quantile`, as `apply_nan_mode` takes them."""
+    node = config["data_set"] or {}
+    return node.get("nan_mode"), node.get("nan_quantile", 0.05)
+
+
 def _head(indices: Optional[np.ndarray], n: int) -> Optional[np.ndarray]:
     return None if indices is None else indices[:n]
 
@@ -127,8 +133,7 @@ def batched_by_indexing(model_cls: type) -> bool:
 def all_items(config: Mapping[str, Any], data: DataParts) -> Batches:
     """Every item of the data set in order, batched as the train split is (for `infer`)."""
     train = data.batches["train"]
-    node = config["data_set"] or {}
-    nan = (node.get("nan_mode"), node.get("nan_quantile", 0.05))
+    nan = nan_settings(config)
     collate_fn = (config.get("data_loader") or {}).get("collate_fn")
     if isinstance(data.data_set, torch.utils.data.IterableDataset):
         return Batches(data.items, None, config["train"]["batch_size"], False, 0, train.convert,
