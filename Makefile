@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hyrax-installed
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-fast lint format bench install clean
 
 install: $(STAMP)
 
@@ -23,8 +23,21 @@ demo: $(STAMP)
 	@echo "== Done. Browse the runs with: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 # Two workers, a test file each at a time: most tests wait on subprocesses and SQLite, not the CPU.
+# `test` runs everything (what CI runs); `test-fast` leaves out the tests marked slow (end-to-end runs).
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
+
+# The rules are in pyproject.toml ([tool.ruff]).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py
