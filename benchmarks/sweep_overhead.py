@@ -50,18 +50,30 @@ def sweep(workdir: Path, trials: int, epochs: int, *extra: str) -> tuple[float, 
     """Run one sweep in `workdir`; returns (wall seconds of the command, sweep dir)."""
     workdir.mkdir(parents=True)
     sweep_dir = workdir / "sweep"
-    cmd = [hyrax_run(), "-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=random",
-           "hydra.sweeper.sampler.seed=0", f"hydra.sweeper.n_trials={trials}",
-           "hydra.sweeper.study_name=bench", f"hydra.sweep.dir={sweep_dir}",
-           "optimizer.lr=tag(log,interval(1e-4,1e-1))", "model=linear", "data_set.n_samples=512",
-           f"train.epochs={epochs}", "train.progress=false", *extra]
+    cmd = [
+        hyrax_run(),
+        "-m",
+        "hydra/sweeper=optuna",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.sampler.seed=0",
+        f"hydra.sweeper.n_trials={trials}",
+        "hydra.sweeper.study_name=bench",
+        f"hydra.sweep.dir={sweep_dir}",
+        "optimizer.lr=tag(log,interval(1e-4,1e-1))",
+        "model=linear",
+        "data_set.n_samples=512",
+        f"train.epochs={epochs}",
+        "train.progress=false",
+        *extra,
+    ]
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        sys.exit(f"sweep failed ({done.returncode}): {' '.join(cmd)}\n"
-                 f"{done.stdout[-3000:]}{done.stderr[-3000:]}")
+        sys.exit(
+            f"sweep failed ({done.returncode}): {' '.join(cmd)}\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        )
     return wall, sweep_dir
 
 
@@ -86,8 +98,11 @@ def child_seconds(sweep_dir: Path) -> dict[int, float]:
     experiment = client.get_run(parent["run_id"]).info.experiment_id
     children = f"tags.mlflow.parentRunId = '{parent['run_id']}'"
     runs = client.search_runs([experiment], children, max_results=5000)
-    return {int(r.data.tags["hyrax.trial_number"]): (r.info.end_time - r.info.start_time) / 1000
-            for r in runs if r.info.end_time}
+    return {
+        int(r.data.tags["hyrax.trial_number"]): (r.info.end_time - r.info.start_time) / 1000
+        for r in runs
+        if r.info.end_time
+    }
 
 
 def verdict(ok: bool) -> str:
@@ -101,8 +116,12 @@ def row(label: str, value: str, note: str = "") -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20, help="trials of the overhead sweep")
-    parser.add_argument("--parallel-trials", type=int, default=10,
-                        help="trials of each submitit_local sweep (every job is a new process: slow)")
+    parser.add_argument(
+        "--parallel-trials",
+        type=int,
+        default=10,
+        help="trials of each submitit_local sweep (every job is a new process: slow)",
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--skip-parallel", action="store_true", help="only the in-process overhead sweep")
     args = parser.parse_args()
@@ -121,14 +140,22 @@ def main() -> None:
         # Trial i's start to trial i+1's start, less its run: the steady state, without the one-off
         # imports (torch, the training code) that the first job pays and the mean carries.
         median = statistics.median(starts[i + 1] - starts[i] - children[i] for i in range(n - 1))
-        print(f"Optuna sweep, basic launcher (in-process jobs), n_jobs=1: {n} trials of model=linear, "
-              f"512 samples, {args.epochs} epochs, MLflow on (SQLite)")
+        print(
+            f"Optuna sweep, basic launcher (in-process jobs), n_jobs=1: {n} trials of model=linear, "
+            f"512 samples, {args.epochs} epochs, MLflow on (SQLite)"
+        )
         row("whole command", f"{wall:.2f} s")
-        row("sweep loop (first ask .. last tell)", f"{loop:.2f} s",
-            f"fixed costs outside it: {wall - loop:.2f} s")
+        row(
+            "sweep loop (first ask .. last tell)",
+            f"{loop:.2f} s",
+            f"fixed costs outside it: {wall - loop:.2f} s",
+        )
         row("trials' own time (child MLflow runs)", f"{own:.2f} s", f"{own / n:.3f} s per trial")
-        row("overhead per trial (mean)", f"{mean:.3f} s",
-            f"target < {TARGET_OVERHEAD_S} s  {verdict(mean < TARGET_OVERHEAD_S)}")
+        row(
+            "overhead per trial (mean)",
+            f"{mean:.3f} s",
+            f"target < {TARGET_OVERHEAD_S} s  {verdict(mean < TARGET_OVERHEAD_S)}",
+        )
         row("overhead per trial (median)", f"{median:.3f} s", "steady state: first job's imports left out")
 
         if not args.skip_parallel:
@@ -141,15 +168,23 @@ def main() -> None:
             row("basic launcher, n_jobs=1", f"{basic:.2f} s")
             row("submitit_local, n_jobs=1", f"{one:.2f} s", f"{one / m:.2f} s per trial, a process each")
             row("submitit_local, n_jobs=2", f"{two:.2f} s")
-            row("speedup n_jobs=2 over n_jobs=1", f"{one / two:.2f}x",
-                f"target >= {TARGET_SPEEDUP}x  {verdict(one / two >= TARGET_SPEEDUP)}")
-            row("submitit n_jobs=2 over basic n_jobs=1", f"{basic / two:.2f}x",
-                "< 1: in-process jobs still win")
+            row(
+                "speedup n_jobs=2 over n_jobs=1",
+                f"{one / two:.2f}x",
+                f"target >= {TARGET_SPEEDUP}x  {verdict(one / two >= TARGET_SPEEDUP)}",
+            )
+            row(
+                "submitit n_jobs=2 over basic n_jobs=1",
+                f"{basic / two:.2f}x",
+                "< 1: in-process jobs still win",
+            )
 
     load_after = os.getloadavg()[0]
     busy = max(load_before, load_after) > 0.5 * (os.cpu_count() or 1)
-    print(f"  1-min load average {load_before:.2f} before, {load_after:.2f} after, on {os.cpu_count()} cores"
-          + ("  (busy machine: numbers are noisy)" if busy else ""))
+    print(
+        f"  1-min load average {load_before:.2f} before, {load_after:.2f} after, on {os.cpu_count()} cores"
+        + ("  (busy machine: numbers are noisy)" if busy else "")
+    )
 
 
 if __name__ == "__main__":

@@ -49,12 +49,23 @@ def hyrax_run_executable() -> str:
 
 def bench_hyrax(exe: str, data: Path, tmp: Path, epochs: int, samples: int) -> float:
     """Median steps/s of `hyrax-run` over epochs 2..E, read from the MLflow store it wrote."""
-    cmd = [exe, "data_set=numpy", f"data_set.path={data}", "model=mlp", f"model.hidden={HIDDEN}",
-           "model.depth=1", f"train.batch_size={BATCH}", f"train.epochs={epochs}",
-           "train.split.train=1.0", "train.split.validate=0", "train.split.test=0",
-           "train.progress=false", "train.seed=0",
-           # With no validate split the default objective (val/loss) is never measured and the run fails.
-           "train.objective.metric=train/loss"]
+    cmd = [
+        exe,
+        "data_set=numpy",
+        f"data_set.path={data}",
+        "model=mlp",
+        f"model.hidden={HIDDEN}",
+        "model.depth=1",
+        f"train.batch_size={BATCH}",
+        f"train.epochs={epochs}",
+        "train.split.train=1.0",
+        "train.split.validate=0",
+        "train.split.test=0",
+        "train.progress=false",
+        "train.seed=0",
+        # With no validate split the default objective (val/loss) is never measured and the run fails.
+        "train.objective.metric=train/loss",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # use <tmp>/mlflow.db
     done = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -165,21 +176,34 @@ def main() -> None:
     help_s = bench_help(exe)
     load_after = os.getloadavg()[0]
 
-    print(f"MLP {FEATURES}-{HIDDEN}-{CLASSES}, {args.samples} samples, batch {BATCH}, Adam, CPU "
-          f"({torch.get_num_threads()} threads), {args.epochs} epochs (first is warm-up), median steps/s")
+    print(
+        f"MLP {FEATURES}-{HIDDEN}-{CLASSES}, {args.samples} samples, batch {BATCH}, Adam, CPU "
+        f"({torch.get_num_threads()} threads), {args.epochs} epochs (first is warm-up), median steps/s"
+    )
     print(f"  (a) hyrax-run, MLflow on       {hyrax:8.1f} steps/s")
     print(f"  (b) hand-written DataLoader    {hand:8.1f} steps/s")
     print(f"  (c) floor, pre-sliced batches  {floor:8.1f} steps/s")
-    print(f"  hyrax / hand-written           {hyrax / hand:8.2f}x   target >= {TARGET_VS_HAND:.1f}x  "
-          f"{verdict(hyrax / hand >= TARGET_VS_HAND)}")
-    print(f"  hyrax / floor                  {hyrax / floor:8.2f}x   target >= {TARGET_VS_FLOOR:.1f}x  "
-          f"{verdict(hyrax / floor >= TARGET_VS_FLOOR)}")
-    print(f"  hyrax-run --help (median of 5) {help_s:8.3f} s    target <  {TARGET_HELP_S:.1f} s   "
-          f"{verdict(help_s < TARGET_HELP_S)}")
+    print(
+        f"  hyrax / hand-written           {hyrax / hand:8.2f}x   target >= {TARGET_VS_HAND:.1f}x  "
+        f"{verdict(hyrax / hand >= TARGET_VS_HAND)}"
+    )
+    print(
+        f"  hyrax / floor                  {hyrax / floor:8.2f}x   target >= {TARGET_VS_FLOOR:.1f}x  "
+        f"{verdict(hyrax / floor >= TARGET_VS_FLOOR)}"
+    )
+    print(
+        f"  hyrax-run --help (median of 5) {help_s:8.3f} s    target <  {TARGET_HELP_S:.1f} s   "
+        f"{verdict(help_s < TARGET_HELP_S)}"
+    )
     # torch's threads spin-wait for each other: other busy processes on the cores skew these numbers.
-    print(f"  1-min load average {load_before:.2f} before, {load_after:.2f} after, on {os.cpu_count()} cores"
-          + ("  (busy machine: numbers are noisy)" if max(load_before, load_after) > 0.5 * os.cpu_count()
-             else ""))
+    print(
+        f"  1-min load average {load_before:.2f} before, {load_after:.2f} after, on {os.cpu_count()} cores"
+        + (
+            "  (busy machine: numbers are noisy)"
+            if max(load_before, load_after) > 0.5 * os.cpu_count()
+            else ""
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """The Python API and the verb dispatch that `hyrax-run` and notebooks share.
 
-    from hyrax import Hyrax
-    h = Hyrax(overrides=["data_set=synthetic_regression", "criterion=mse"])
-    h.config["optimizer"]["lr"] = 1e-3
-    ds = h.prepare()
-    h.train()
-    h.infer()
+from hyrax import Hyrax
+h = Hyrax(overrides=["data_set=synthetic_regression", "criterion=mse"])
+h.config["optimizer"]["lr"] = 1e-3
+ds = h.prepare()
+h.train()
+h.infer()
 """
 
 from __future__ import annotations
@@ -25,8 +25,13 @@ from hyrax.session import Session, as_plain
 VERBS = ("train", "test", "infer", "prepare")
 
 
-def run_verb(config: dict[str, Any], run_dir: Path, launch_dir: Path,
-             on_epoch_end: Optional[Callable[..., None]] = None, given: Sequence[str] = ()) -> Any:
+def run_verb(
+    config: dict[str, Any],
+    run_dir: Path,
+    launch_dir: Path,
+    on_epoch_end: Optional[Callable[..., None]] = None,
+    given: Sequence[str] = (),
+) -> Any:
     """Run `config["verb"]`: `train` gives a `TrainResult`, `infer` an `InferenceResult`.
 
     `given` lists the config keys the user set; one that nothing uses is an error (see
@@ -73,8 +78,13 @@ def run(cfg: DictConfig) -> Any:
         from hyrax.multirun import attach_job
 
         attach_job(config, Path(hydra_cfg.sweep.dir), task_overrides)
-    result = run_verb(config, Path(hydra_cfg.runtime.output_dir), Path(hydra_cfg.runtime.cwd),
-                      epoch_reporter(config), given_keys(task_overrides))
+    result = run_verb(
+        config,
+        Path(hydra_cfg.runtime.output_dir),
+        Path(hydra_cfg.runtime.cwd),
+        epoch_reporter(config),
+        given_keys(task_overrides),
+    )
     return getattr(result, "objective", result)  # a sweeper optimises the objective
 
 
@@ -113,8 +123,12 @@ class Hyrax:
     (read by default from `./hyrax_config.toml`, as Hyrax does).
     """
 
-    def __init__(self, overrides: Sequence[str] = (), config_file: Optional[str | os.PathLike] = None,
-                 config_name: str = PRIMARY_CONFIG) -> None:
+    def __init__(
+        self,
+        overrides: Sequence[str] = (),
+        config_file: Optional[str | os.PathLike] = None,
+        config_name: str = PRIMARY_CONFIG,
+    ) -> None:
         self.launch_dir = Path(os.getcwd())
         self._session = Session(overrides, config_file, config_name)
         self.last_run_dir: Optional[Path] = None
@@ -149,7 +163,11 @@ class Hyrax:
         return result.model
 
     def _checkpoint(self, ckpt_path: Optional[str]) -> Optional[str]:
-        return ckpt_path or self.config.get("ckpt_path") or (str(self.last_run_dir) if self.last_run_dir else None)
+        return (
+            ckpt_path
+            or self.config.get("ckpt_path")
+            or (str(self.last_run_dir) if self.last_run_dir else None)
+        )
 
     def test(self, ckpt_path: Optional[str] = None) -> Any:
         """Test-split metrics of a checkpoint (default: the run this session just trained)."""

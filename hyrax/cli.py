@@ -50,13 +50,27 @@ def main() -> None:
     try:
         task(_task)()
     except KeyboardInterrupt:
-        sys.stderr.write("Interrupted: the MLflow run is marked KILLED; checkpoints written so far are kept.\n")
+        sys.stderr.write(
+            "Interrupted: the MLflow run is marked KILLED; checkpoints written so far are kept.\n"
+        )
         sys.exit(130)
 
 
 # Hydra's flags that take a value: the value is not an override even when it holds a '='.
-_VALUE_FLAGS = {"-p", "--package", "--cfg", "-c", "-cp", "--config-path", "-cn", "--config-name", "-cd",
-                "--config-dir", "--info", "--experimental-rerun"}
+_VALUE_FLAGS = {
+    "-p",
+    "--package",
+    "--cfg",
+    "-c",
+    "-cp",
+    "--config-path",
+    "-cn",
+    "--config-name",
+    "-cd",
+    "--config-dir",
+    "--info",
+    "--experimental-rerun",
+}
 _HYDRA_CFG_CHOICES = {"job", "hydra", "all"}
 
 
@@ -88,10 +102,15 @@ def _take_config_file(args: list[str]) -> tuple[list[str], Optional[str]]:
         arg = args[i]
         if arg.startswith("--config-file="):
             found, i = arg.split("=", 1)[1], i + 1
-        elif arg == "--config-file" or (arg == "-c" and i + 1 < len(args) and args[i + 1] not in _HYDRA_CFG_CHOICES):
+        elif arg == "--config-file" or (
+            arg == "-c" and i + 1 < len(args) and args[i + 1] not in _HYDRA_CFG_CHOICES
+        ):
             if i + 1 >= len(args):
-                raise HyraxError(f"{arg} needs a file name", key="--config-file",
-                                 fix="write --config-file hyrax_config.toml")
+                raise HyraxError(
+                    f"{arg} needs a file name",
+                    key="--config-file",
+                    fix="write --config-file hyrax_config.toml",
+                )
             found, i = args[i + 1], i + 2
         else:
             rest.append(arg)

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from hyrax.config import COMPONENT_GROUPS, DataLoaderConfig, GeneralConfig, TrainConfig, config_names, sweep_names
+from hyrax.config import (
+    COMPONENT_GROUPS,
+    DataLoaderConfig,
+    GeneralConfig,
+    TrainConfig,
+    config_names,
+    sweep_names,
+)
 
 USAGE = """\
 hyrax-run: train PyTorch models composed from config, tracked in MLflow, swept with Optuna.
@@ -43,9 +50,12 @@ def _fields(cls: type, prefix: str) -> list[str]:
 def help_text() -> str:
     """The text `hyrax-run --help` prints."""
     groups = "\n".join(f"  {g}: {', '.join(config_names(g))}" for g in COMPONENT_GROUPS)
-    return (f"{USAGE}\nConfig groups (group=option):\n{groups}\n  sweep: {', '.join(sweep_names()) or '-'}\n\n"
-            f"Train settings (defaults):\n" + "\n".join(_fields(TrainConfig, "train.")) +
-            "\n\nHyrax's sections (defaults):\n" + "\n".join(_fields(GeneralConfig, "general.") +
-                                                            _fields(DataLoaderConfig, "data_loader.")) +
-            "\n\nTracking: mlflow.tracking_uri (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db), "
-            "mlflow.experiment, mlflow.enabled\n")
+    return (
+        f"{USAGE}\nConfig groups (group=option):\n{groups}\n  sweep: {', '.join(sweep_names()) or '-'}\n\n"
+        f"Train settings (defaults):\n"
+        + "\n".join(_fields(TrainConfig, "train."))
+        + "\n\nHyrax's sections (defaults):\n"
+        + "\n".join(_fields(GeneralConfig, "general.") + _fields(DataLoaderConfig, "data_loader."))
+        + "\n\nTracking: mlflow.tracking_uri (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db), "
+        "mlflow.experiment, mlflow.enabled\n"
+    )

@@ -17,7 +17,7 @@ SQLITE_PREFIX = "sqlite:///"
 @contextlib.contextmanager
 def sqlite_lock(uri: str) -> Iterator[None]:
     """Hold an exclusive lock on `<database>.lock` while the block runs (nothing for other URIs)."""
-    path = uri[len(SQLITE_PREFIX):] if uri.startswith(SQLITE_PREFIX) else ""
+    path = uri[len(SQLITE_PREFIX) :] if uri.startswith(SQLITE_PREFIX) else ""
     if not path or path == ":memory:":
         yield
         return

@@ -45,8 +45,14 @@ class MultirunTracking(Callback):
         except Exception as err:  # Hydra would only warn and run the whole sweep untracked
             from hyrax.errors import HyraxError
 
-            sys.stderr.write(HyraxError(f"cannot open the sweep's MLflow run: {err}", key="mlflow.tracking_uri",
-                                        fix="check the MLflow store, or set mlflow.enabled=false").render() + "\n")
+            sys.stderr.write(
+                HyraxError(
+                    f"cannot open the sweep's MLflow run: {err}",
+                    key="mlflow.tracking_uri",
+                    fix="check the MLflow store, or set mlflow.enabled=false",
+                ).render()
+                + "\n"
+            )
             raise SystemExit(2) from err
 
     def _open_parent(self, config: DictConfig) -> None:
@@ -57,9 +63,13 @@ class MultirunTracking(Callback):
         uri = tracking_uri(config.mlflow.tracking_uri, launch_dir)
         self.client = client_for(uri)
         run_id = self._reopened(sweep_dir) or self._new_parent(config, sweep_dir, uri, launch_dir)
-        self.info = {"run_id": run_id, "tracking_uri": uri,
-                     "experiment_id": self.client.get_run(run_id).info.experiment_id,
-                     "experiment": config.mlflow.experiment, "direction": str(config.train.objective.direction)}
+        self.info = {
+            "run_id": run_id,
+            "tracking_uri": uri,
+            "experiment_id": self.client.get_run(run_id).info.experiment_id,
+            "experiment": config.mlflow.experiment,
+            "direction": str(config.train.objective.direction),
+        }
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(json.dumps(self.info))
         atexit.register(self._end_if_unfinished)
@@ -78,9 +88,12 @@ class MultirunTracking(Callback):
         from hyrax.tracking import ensure_experiment, log_params
 
         experiment = ensure_experiment(self.client, config.mlflow.experiment, uri, launch_dir)
-        tags = {"hyrax.sweep_dir": str(sweep_dir.resolve()), "hyrax.kind": "sweep",
-                "hyrax.sweeper": str(config.hydra.sweeper.get("_target_", "")),
-                "hyrax.launcher": str(config.hydra.launcher.get("_target_", ""))}
+        tags = {
+            "hyrax.sweep_dir": str(sweep_dir.resolve()),
+            "hyrax.kind": "sweep",
+            "hyrax.sweeper": str(config.hydra.sweeper.get("_target_", "")),
+            "hyrax.launcher": str(config.hydra.launcher.get("_target_", "")),
+        }
         run_id = self.client.create_run(experiment, run_name=f"sweep {sweep_dir.name}", tags=tags).info.run_id
         log_params(self.client, run_id, {"sweep.overrides": " ".join(config.hydra.overrides.task)[:6000]})
         return run_id
@@ -108,7 +121,9 @@ class MultirunTracking(Callback):
         best = (max if maximize else min)(scored, key=lambda r: r.data.metrics["objective"])
         self.client.log_metric(self.info["run_id"], "best_objective", best.data.metrics["objective"])
         self.client.set_tag(self.info["run_id"], "hyrax.best_run_id", best.info.run_id)
-        self.client.set_tag(self.info["run_id"], "hyrax.best_overrides", best.data.tags.get("hyrax.overrides", ""))
+        self.client.set_tag(
+            self.info["run_id"], "hyrax.best_overrides", best.data.tags.get("hyrax.overrides", "")
+        )
         self.client.set_tag(self.info["run_id"], "hyrax.n_children", str(len(children)))
 
     def _end_if_unfinished(self) -> None:
@@ -126,8 +141,11 @@ class MultirunTracking(Callback):
 
 def child_runs(client: Any, info: Mapping[str, str]) -> list[Any]:
     """All child runs of a sweep's parent run."""
-    return client.search_runs([info["experiment_id"]],
-                              filter_string=f"tags.mlflow.parentRunId = '{info['run_id']}'", max_results=5000)
+    return client.search_runs(
+        [info["experiment_id"]],
+        filter_string=f"tags.mlflow.parentRunId = '{info['run_id']}'",
+        max_results=5000,
+    )
 
 
 def attach_job(config: dict[str, Any], sweep_dir: Path, overrides: list[str]) -> None:
@@ -152,14 +170,19 @@ def tag_trial(sweep_dir: Path, number: int, state: str, values: Optional[list[fl
     client = client_for(info["tracking_uri"])
     runs = client.search_runs(
         [info["experiment_id"]],
-        filter_string=f"tags.mlflow.parentRunId = '{info['run_id']}' and tags.`hyrax.trial_number` = '{number}'")
+        filter_string=f"tags.mlflow.parentRunId = '{info['run_id']}' and tags.`hyrax.trial_number` = '{number}'",
+    )
     for run in runs:
         client.set_tag(run.info.run_id, "hyrax.optuna_state", state)
         if run.info.status == "RUNNING" and state == "FAIL":
             client.set_terminated(run.info.run_id, "FAILED")
     if not runs:  # the job died before it could start its run: keep one child per trial all the same
-        tags = {"mlflow.parentRunId": info["run_id"], "hyrax.trial_number": str(number),
-                "hyrax.optuna_state": state, "hyrax.error": "the job ended before it started tracking"}
+        tags = {
+            "mlflow.parentRunId": info["run_id"],
+            "hyrax.trial_number": str(number),
+            "hyrax.optuna_state": state,
+            "hyrax.error": "the job ended before it started tracking",
+        }
         run = client.create_run(info["experiment_id"], run_name=f"trial {number}", tags=tags)
         client.set_terminated(run.info.run_id, "FAILED" if state == "FAIL" else "FINISHED")
 

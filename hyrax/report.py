@@ -73,8 +73,14 @@ def _key_from_text(text: str) -> Optional[str]:
 
 
 def _first_lines(text: str, limit: int = 6) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.strip().startswith(
-        ("object_type", "reference_type", "child_node", "ref_type", "full_key", "To append"))]
+    lines = [
+        ln
+        for ln in text.strip().splitlines()
+        if ln.strip()
+        and not ln.strip().startswith(
+            ("object_type", "reference_type", "child_node", "ref_type", "full_key", "To append")
+        )
+    ]
     return "\n".join(lines[:limit])
 
 
@@ -117,4 +123,3 @@ def print_user_traceback(ex: BaseException) -> None:
 def _is_ours(filename: str) -> bool:
     parts = Path(filename).parts
     return any(p in _OUR_PACKAGES for p in parts[-3:-1]) or "/hydra/" in filename
-

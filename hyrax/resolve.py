@@ -21,8 +21,14 @@ from hyrax.errors import HyraxError
 # Parameters Hyrax fills in itself, per group; they never appear as config keys.
 INJECTED_PARAMS = {
     "model": {"config", "data_sample", "shape"},
-    "data_set": {"config", "metadata_table", "object_id_column_name", "data_location", "data_directory",
-                 "data_dir"},
+    "data_set": {
+        "config",
+        "metadata_table",
+        "object_id_column_name",
+        "data_location",
+        "data_directory",
+        "data_dir",
+    },
     "optimizer": {"params"},
     "scheduler": {"optimizer"},
     "criterion": set(),
@@ -30,13 +36,22 @@ INJECTED_PARAMS = {
 # Keys of a component config that Hyrax reads and does not pass to the constructor: the class
 # (`name` is Hyrax's spelling of the choice) and, for data sets, how Hyrax reads and splits them.
 RESERVED_KEYS = {"_target_", "name"}
-DATA_SET_KEYS = {"nan_mode", "nan_quantile", "fields", "primary_id_field", "data_location",
-                 "train_size", "validate_size", "test_size"}
+DATA_SET_KEYS = {
+    "nan_mode",
+    "nan_quantile",
+    "fields",
+    "primary_id_field",
+    "data_location",
+    "train_size",
+    "validate_size",
+    "test_size",
+}
 
 
 def reserved_keys(group: str) -> set[str]:
     """The keys of a `group` config that are Hyrax's, never constructor arguments."""
     return RESERVED_KEYS | DATA_SET_KEYS if group == "data_set" else RESERVED_KEYS
+
 
 # Where a bare name is looked up after the registries, per group.
 TORCH_NAMESPACES = {
@@ -77,8 +92,7 @@ def resolve_class(group: str, name: str) -> type:
     if isinstance(found, type):
         return found
     raise HyraxError(
-        f"cannot find {group} '{name}'.{_suggestions(group, name)}\n"
-        f"Looked in: {_where_we_look(group)}",
+        f"cannot find {group} '{name}'.{_suggestions(group, name)}\nLooked in: {_where_we_look(group)}",
         key=group,
         fix=f"use a config name, a dotted class path ({group}=mypkg.module.MyClass) "
         f"or decorate/subclass your class so it registers, and check the spelling",

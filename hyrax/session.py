@@ -47,8 +47,12 @@ class Section(dict):
 class Session:
     """Composition state of one `Hyrax` object: its overrides, choices and the config being edited."""
 
-    def __init__(self, overrides: Sequence[str], config_file: Optional[str | os.PathLike],
-                 config_name: str = PRIMARY_CONFIG) -> None:
+    def __init__(
+        self,
+        overrides: Sequence[str],
+        config_file: Optional[str | os.PathLike],
+        config_name: str = PRIMARY_CONFIG,
+    ) -> None:
         from hyrax.compat.toml_file import default_config_file, toml_overrides
 
         path = Path(config_file) if config_file else default_config_file()
@@ -133,9 +137,12 @@ class Session:
             top = key.split(".")[0]
             if top not in self.baseline:
                 close = difflib.get_close_matches(top, list(self.baseline), n=1)
-                raise HyraxError(f"'{top}' is not a section of the config"
-                                 f"{f'; did you mean {close[0]}?' if close else '.'}", key=key,
-                                 fix="set a key that `h.config` has, or use h.set_config for Hyrax's tables")
+                raise HyraxError(
+                    f"'{top}' is not a section of the config"
+                    f"{f'; did you mean {close[0]}?' if close else '.'}",
+                    key=key,
+                    fix="set a key that `h.config` has, or use h.set_config for Hyrax's tables",
+                )
             out.append(override(key, value, add=top in COMPONENT_GROUPS or "." not in key))
         return out
 
@@ -143,8 +150,9 @@ class Session:
         """The config a verb runs with, composed with every edit, and the keys the user set."""
         edits = self.edits()
         everything = layered(self._base_overrides(), edits)
-        return self._compose(everything), given_keys([*self.file_overrides, *self.overrides, *self.extra,
-                                                      *edits])
+        return self._compose(everything), given_keys(
+            [*self.file_overrides, *self.overrides, *self.extra, *edits]
+        )
 
 
 def _changes(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -24,7 +24,9 @@ MAX_PARAM_LENGTH = 6000
 
 def tracking_uri(configured: Optional[str], launch_dir: Path) -> str:
     """MLFLOW_TRACKING_URI when set, else the configured URI, else `sqlite:///<launch dir>/mlflow.db`."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or configured or f"sqlite:///{launch_dir.resolve()}/mlflow.db"
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI") or configured or f"sqlite:///{launch_dir.resolve()}/mlflow.db"
+    )
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -79,7 +81,7 @@ def log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
 
     items = [Param(k, v) for k, v in params.items()]
     for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-        client.log_batch(run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
+        client.log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
 
 
 class Tracker:
@@ -93,8 +95,13 @@ class Tracker:
         self._pending: list[Future] = []
         self.client: Any = None
 
-    def start(self, run_name: Optional[str], params: Mapping[str, str], tags: Mapping[str, str],
-              resume_run_id: Optional[str] = None) -> None:
+    def start(
+        self,
+        run_name: Optional[str],
+        params: Mapping[str, str],
+        tags: Mapping[str, str],
+        resume_run_id: Optional[str] = None,
+    ) -> None:
         """Open the store and create (or reopen) the run, without waiting for it."""
         self._started = self._pool.submit(self._start, run_name, dict(params), dict(tags), resume_run_id)
 
@@ -107,12 +114,19 @@ class Tracker:
         except HyraxError:
             raise
         except Exception as err:
-            raise HyraxError(f"cannot use the MLflow store at {self.uri}: {err}", key="mlflow.tracking_uri",
-                             fix="check mlflow.tracking_uri / MLFLOW_TRACKING_URI, or set mlflow.enabled=false"
-                             ) from err
+            raise HyraxError(
+                f"cannot use the MLflow store at {self.uri}: {err}",
+                key="mlflow.tracking_uri",
+                fix="check mlflow.tracking_uri / MLFLOW_TRACKING_URI, or set mlflow.enabled=false",
+            ) from err
 
-    def _start(self, run_name: Optional[str], params: dict[str, str], tags: dict[str, str],
-               resume_run_id: Optional[str]) -> str:
+    def _start(
+        self,
+        run_name: Optional[str],
+        params: dict[str, str],
+        tags: dict[str, str],
+        resume_run_id: Optional[str],
+    ) -> str:
         self.client = client_for(self.uri)
         if resume_run_id:
             self.client.update_run(resume_run_id, status="RUNNING")
@@ -140,7 +154,7 @@ class Tracker:
 
         metrics = [Metric(k, v, t, s) for k, v, t, s in batch]
         for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=metrics[i:i + MAX_METRICS_PER_BATCH])
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + MAX_METRICS_PER_BATCH])
 
     def wait(self) -> None:
         """Block until everything handed to the writer so far is stored (errors are raised by `finish`)."""
@@ -158,8 +172,9 @@ class Tracker:
 
     def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
         """Copy a file into the run's artifacts (in the background)."""
-        self._pending.append(self._pool.submit(
-            lambda: self.client.log_artifact(self.run_id, str(path), artifact_path)))
+        self._pending.append(
+            self._pool.submit(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+        )
 
     def finish(self, status: str) -> None:
         """Write everything still buffered, set FINISHED / FAILED / KILLED and wait for the writer."""
@@ -171,8 +186,11 @@ class Tracker:
         errors = [f.exception() for f in self._pending if f.exception() is not None]
         self._pool.shutdown(wait=True)
         if errors:
-            raise HyraxError(f"MLflow logging failed: {errors[0]}", key="mlflow.tracking_uri",
-                             fix="check the MLflow store; the training results are in the run directory")
+            raise HyraxError(
+                f"MLflow logging failed: {errors[0]}",
+                key="mlflow.tracking_uri",
+                fix="check the MLflow store; the training results are in the run directory",
+            )
 
 
 class NullTracker(Tracker):

@@ -58,8 +58,6 @@ def user_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
     return proc.stderr
 
 
-
-
 def parent_and_children(runs: list) -> tuple[list, list]:
     """A multirun's MLflow runs split into its parent run(s) and the job/trial child runs."""
     parents = [r for r in runs if r.data.tags.get("hyrax.kind") == "sweep"]

@@ -55,7 +55,9 @@ def test_api_prepare_train_infer_with_edited_config(tmp_path):
     ds = h.prepare()
     assert len(ds) == 2000
     model = h.train()
-    assert isinstance(model, torch.nn.Module) and isinstance(h.objective, float) and math.isfinite(h.objective)
+    assert (
+        isinstance(model, torch.nn.Module) and isinstance(h.objective, float) and math.isfinite(h.objective)
+    )
     [run] = mlflow_runs(tmp_path)
     assert run.data.params["optimizer.lr"] == "0.01" and run.info.status == "FINISHED"
     result = h.infer()
@@ -64,8 +66,15 @@ def test_api_prepare_train_infer_with_edited_config(tmp_path):
 
 
 def test_inline_classes_by_bare_name():
-    h = Hyrax(overrides=["model=InlineNet", "data_set=InlineData", "model.hidden=4", "train.epochs=2",
-                         "mlflow.enabled=false"])
+    h = Hyrax(
+        overrides=[
+            "model=InlineNet",
+            "data_set=InlineData",
+            "model.hidden=4",
+            "train.epochs=2",
+            "mlflow.enabled=false",
+        ]
+    )
     assert h.config["model"]["_target_"].endswith("InlineNet")
     h.train()
     assert math.isfinite(h.objective)
@@ -98,9 +107,17 @@ def _write_files(tmp_path):
 def test_file_data_sets(tmp_path, option, extra):
     _write_files(tmp_path)
     suffix = {"numpy": "npz", "hdf5": "h5", "csv": "csv"}[option]
-    h = Hyrax(overrides=[f"data_set={option}", f"data_set.path={tmp_path}/d.{suffix}", *extra,
-                         "train.epochs=10", "optimizer.lr=0.01", "mlflow.enabled=false",
-                         "train.objective.metric=val/accuracy"])
+    h = Hyrax(
+        overrides=[
+            f"data_set={option}",
+            f"data_set.path={tmp_path}/d.{suffix}",
+            *extra,
+            "train.epochs=10",
+            "optimizer.lr=0.01",
+            "mlflow.enabled=false",
+            "train.objective.metric=val/accuracy",
+        ]
+    )
     h.train()
     assert h.objective > 0.6
 
@@ -137,15 +154,25 @@ def test_without_validate_split_best_and_objective_use_train_loss(caplog):
     h.train()
     value = h.objective
     assert math.isfinite(value)
-    assert caplog.text.count("no validate split: judging best checkpoints, early stopping and the objective "
-                             "on train/loss") == 1
+    assert (
+        caplog.text.count(
+            "no validate split: judging best checkpoints, early stopping and the objective on train/loss"
+        )
+        == 1
+    )
 
 
 def test_early_stopping_stops_when_the_monitor_stalls():
     from hyrax.train import checkpoint
 
-    h = Hyrax(overrides=["optimizer.lr=0.0", "train.epochs=10", "train.early_stopping.patience=2",
-                         "mlflow.enabled=false"])
+    h = Hyrax(
+        overrides=[
+            "optimizer.lr=0.0",
+            "train.epochs=10",
+            "train.early_stopping.patience=2",
+            "mlflow.enabled=false",
+        ]
+    )
     h.train()
     state = checkpoint.load(h.last_run_dir / "checkpoints" / "last.pt")
     assert state["loop"]["epoch"] == 3 and state["loop"]["bad_epochs"] == 2
@@ -158,8 +185,15 @@ def test_grad_clip_and_scheduler_run(caplog):
 
 
 def test_list_loss_validate_step_and_infer_batch(tmp_path):
-    h = Hyrax(overrides=["model=userpkg.models.ListLossNet", "data_set=userpkg.data.ImageLabelData",
-                         "train.epochs=3", "optimizer.lr=0.01", "train.objective.metric=val/top1"])
+    h = Hyrax(
+        overrides=[
+            "model=userpkg.models.ListLossNet",
+            "data_set=userpkg.data.ImageLabelData",
+            "train.epochs=3",
+            "optimizer.lr=0.01",
+            "train.objective.metric=val/top1",
+        ]
+    )
     h.train()
     assert h.objective > 0.5, "validate_step's metrics are the validation metrics"
     probabilities = h.infer().predictions
@@ -171,8 +205,12 @@ def test_best_checkpoint_logged_when_asked(tmp_path):
 
     Hyrax(overrides=["train.epochs=1", "mlflow.log_checkpoint=true"]).train()
     [run] = mlflow_runs(tmp_path)
-    names = [a.path for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(run.info.run_id,
-                                                                                              "checkpoints")]
+    names = [
+        a.path
+        for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(
+            run.info.run_id, "checkpoints"
+        )
+    ]
     assert names == ["checkpoints/best.pt"]
 
 
@@ -183,7 +221,7 @@ def test_classes_defined_in_main_as_in_a_notebook(tmp_path):
     from hyraxtest import hyrax_env
 
     script = tmp_path / "notebook.py"
-    script.write_text('''
+    script.write_text("""
 import torch
 from torch import nn
 from hyrax import Hyrax
@@ -201,8 +239,14 @@ h = Hyrax(overrides=["model=NotebookNet", "model.width=6", "train.epochs=1", "ml
 print("target", h.config["model"]["_target_"])
 h.train()
 print("objective", h.objective)
-''')
-    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=hyrax_env(), capture_output=True,
-                         text=True, timeout=120)
+""")
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=hyrax_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "target __main__.NotebookNet" in out.stdout and "objective " in out.stdout

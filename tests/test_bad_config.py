@@ -16,22 +16,37 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.mark.parametrize("overrides,key,words", [
-    (["train.device=cuda"], "train.device", "not available"),
-    (["data_set.nan_mode=sometimes"], "data_set.nan_mode", "unknown nan_mode"),
-    (["train.split.validate=0.7", "train.split.test=0.7"], "train.split", "more than the 2000 items"),
-    (["train.split.train=0", "train.split.validate=0.5"], "train.split.train", "train split is empty"),
-    (["train.objective.metric=val/f1"], "train.objective.metric", "'val/f1' was not measured"),
-    (["model=linear", "data_set=userpkg.data.PairStream", "model.num_outputs=null",
-      "data_set._target_=userpkg.data.UnlabeledStream"], "model.num_outputs", "no labels to count"),
-    (["model=torch.nn.ReLU"], "model", "has no trainable parameters"),
-    (["model=torch.optim.SGD", "model.lr=0.1"], "model.params", "required parameter 'params'"),
-    (["optimizer.lr=-1"], "optimizer", "Adam rejected its arguments: Invalid learning rate"),
-    (["scheduler=step", "scheduler.step_size=abc"], "scheduler.step_size", "takes a value of type int for 'step_size', not 'abc'"),
-    (["optimizer.lr=fast"], "optimizer.lr", "takes a number for 'lr', not 'fast'"),
-    (["model.hidden=1.5"], "model.hidden", "takes a value of type int for 'hidden', not 1.5"),
-    (["verb=dance"], "verb", "unknown verb 'dance'"),
-])
+@pytest.mark.parametrize(
+    "overrides,key,words",
+    [
+        (["train.device=cuda"], "train.device", "not available"),
+        (["data_set.nan_mode=sometimes"], "data_set.nan_mode", "unknown nan_mode"),
+        (["train.split.validate=0.7", "train.split.test=0.7"], "train.split", "more than the 2000 items"),
+        (["train.split.train=0", "train.split.validate=0.5"], "train.split.train", "train split is empty"),
+        (["train.objective.metric=val/f1"], "train.objective.metric", "'val/f1' was not measured"),
+        (
+            [
+                "model=linear",
+                "data_set=userpkg.data.PairStream",
+                "model.num_outputs=null",
+                "data_set._target_=userpkg.data.UnlabeledStream",
+            ],
+            "model.num_outputs",
+            "no labels to count",
+        ),
+        (["model=torch.nn.ReLU"], "model", "has no trainable parameters"),
+        (["model=torch.optim.SGD", "model.lr=0.1"], "model.params", "required parameter 'params'"),
+        (["optimizer.lr=-1"], "optimizer", "Adam rejected its arguments: Invalid learning rate"),
+        (
+            ["scheduler=step", "scheduler.step_size=abc"],
+            "scheduler.step_size",
+            "takes a value of type int for 'step_size', not 'abc'",
+        ),
+        (["optimizer.lr=fast"], "optimizer.lr", "takes a number for 'lr', not 'fast'"),
+        (["model.hidden=1.5"], "model.hidden", "takes a value of type int for 'hidden', not 1.5"),
+        (["verb=dance"], "verb", "unknown verb 'dance'"),
+    ],
+)
 def test_bad_settings_name_their_key(overrides, key, words):
     with pytest.raises(HyraxError) as caught:
         h = Hyrax(overrides=[*overrides, "train.epochs=1", OFF])
@@ -39,8 +54,19 @@ def test_bad_settings_name_their_key(overrides, key, words):
     assert caught.value.key == key and words in caught.value.message, caught.value.render()
 
 
-@pytest.mark.parametrize("choice", ["optimizer=sgd", "optimizer=adam", "optimizer=adamw", "scheduler=step",
-                                    "scheduler=cosine", "scheduler=plateau", "model=cnn", "model=linear"])
+@pytest.mark.parametrize(
+    "choice",
+    [
+        "optimizer=sgd",
+        "optimizer=adam",
+        "optimizer=adamw",
+        "scheduler=step",
+        "scheduler=cosine",
+        "scheduler=plateau",
+        "model=cnn",
+        "model=linear",
+    ],
+)
 def test_every_shipped_option_passes_the_type_checks(choice):
     from hyrax.api import as_plain
     from hyrax.train.components import assemble, pick_device
@@ -107,7 +133,9 @@ def test_csv_without_the_label_column(tmp_path):
 def test_unusable_tracking_store_is_bad_input_for_runs_and_sweeps(hyrax_run):
     bad = "mlflow.tracking_uri=sqlite:////proc/no-such-dir/mlflow.db"
     user_error(hyrax_run(bad, "train.epochs=1"), "mlflow.tracking_uri", "cannot use the MLflow store")
-    user_error(hyrax_run("-m", bad, "train.epochs=1"), "mlflow.tracking_uri", "cannot open the sweep's MLflow run")
+    user_error(
+        hyrax_run("-m", bad, "train.epochs=1"), "mlflow.tracking_uri", "cannot open the sweep's MLflow run"
+    )
 
 
 def test_unknown_verb_on_the_command_line(hyrax_run):

@@ -34,11 +34,20 @@ def test_default_run_trains_checkpoints_and_tracks(hyrax_run):
 
 def test_user_classes_by_dotted_path_each_contract(hyrax_run, tmp_path):
     cases = {
-        "dict items + to_tensor": ["model=userpkg.models.TelescopeNet", "data_set=userpkg.data.TelescopeData"],
-        "image/label + train_step": ["model=userpkg.models.StepNet", "data_set=userpkg.data.ImageLabelData",
-                                     "model.width=8"],
-        "plain module, default step": ["model=userpkg.models.PlainNet", "data_set=userpkg.data.ImageLabelData",
-                                       "model.hidden=12"],
+        "dict items + to_tensor": [
+            "model=userpkg.models.TelescopeNet",
+            "data_set=userpkg.data.TelescopeData",
+        ],
+        "image/label + train_step": [
+            "model=userpkg.models.StepNet",
+            "data_set=userpkg.data.ImageLabelData",
+            "model.width=8",
+        ],
+        "plain module, default step": [
+            "model=userpkg.models.PlainNet",
+            "data_set=userpkg.data.ImageLabelData",
+            "model.hidden=12",
+        ],
         "renamed methods": ["model=userpkg.models.RenamedNet", "data_set=userpkg.data.TelescopeData"],
         "iterable stream": ["model=userpkg.models.PlainNet", "data_set=userpkg.data.PairStream"],
     }
@@ -56,9 +65,19 @@ def test_user_classes_by_dotted_path_each_contract(hyrax_run, tmp_path):
 
 
 def test_torch_classes_and_required_parameters_as_keys(hyrax_run):
-    proc = ok(hyrax_run("model=torch.nn.Linear", "model.in_features=20", "model.out_features=4",
-                        "optimizer=torch.optim.RAdam", "optimizer.lr=0.01", "criterion=CrossEntropyLoss",
-                        "scheduler=step", "scheduler.step_size=1", "train.epochs=2"))
+    proc = ok(
+        hyrax_run(
+            "model=torch.nn.Linear",
+            "model.in_features=20",
+            "model.out_features=4",
+            "optimizer=torch.optim.RAdam",
+            "optimizer.lr=0.01",
+            "criterion=CrossEntropyLoss",
+            "scheduler=step",
+            "scheduler.step_size=1",
+            "train.epochs=2",
+        )
+    )
     [run] = mlflow_runs(proc.cwd)
     assert run.data.params["model._target_"] == "torch.nn.modules.linear.Linear"
     assert run.data.params["optimizer._target_"] == "torch.optim.radam.RAdam"
@@ -66,8 +85,15 @@ def test_torch_classes_and_required_parameters_as_keys(hyrax_run):
 
 
 def test_bare_class_names_from_imported_packages(hyrax_run):
-    proc = ok(hyrax_run("model=TelescopeNet", "data_set=TelescopeData", "train.epochs=1", "mlflow.enabled=false",
-                        env={"HYRAX_IMPORTS": "userpkg.models,userpkg.data"}))
+    proc = ok(
+        hyrax_run(
+            "model=TelescopeNet",
+            "data_set=TelescopeData",
+            "train.epochs=1",
+            "mlflow.enabled=false",
+            env={"HYRAX_IMPORTS": "userpkg.models,userpkg.data"},
+        )
+    )
     assert "epoch 1/1" in proc.stdout
 
 
@@ -79,8 +105,14 @@ def test_regression_option_selects_its_criterion(hyrax_run):
 
 
 def test_grid_sweep_over_dotted_classes(hyrax_run):
-    proc = ok(hyrax_run("-m", "model=userpkg.models.PlainNet,mlp", "data_set=userpkg.data.ImageLabelData",
-                        "train.epochs=1"))
+    proc = ok(
+        hyrax_run(
+            "-m",
+            "model=userpkg.models.PlainNet,mlp",
+            "data_set=userpkg.data.ImageLabelData",
+            "train.epochs=1",
+        )
+    )
     jobs = sorted(p for p in (proc.cwd / "multiruns").glob("*/*/*") if p.is_dir())
     assert len(jobs) == 2
     models = sorted(r.data.tags["hyrax.model"] for r in mlflow_runs(proc.cwd) if "hyrax.model" in r.data.tags)
@@ -88,17 +120,35 @@ def test_grid_sweep_over_dotted_classes(hyrax_run):
 
 
 def test_prepare_test_and_infer_verbs(hyrax_run, tmp_path):
-    out = ok(hyrax_run("verb=prepare", "data_set=userpkg.data.TelescopeData", "model=userpkg.models.TelescopeNet"))
+    out = ok(
+        hyrax_run("verb=prepare", "data_set=userpkg.data.TelescopeData", "model=userpkg.models.TelescopeNet")
+    )
     assert "240 items" in out.stdout and "train=192, validate=24, test=24" in out.stdout
     assert "'flux_g': ndarray(4,)" in out.stdout
-    ok(hyrax_run("data_set=userpkg.data.TelescopeData", "model=userpkg.models.TelescopeNet", "train.epochs=2"))
+    ok(
+        hyrax_run(
+            "data_set=userpkg.data.TelescopeData", "model=userpkg.models.TelescopeNet", "train.epochs=2"
+        )
+    )
     [trained] = [d for d in run_dirs(tmp_path) if (d / "checkpoints").is_dir()]
-    test = ok(hyrax_run("verb=test", f"ckpt_path={trained}", "data_set=userpkg.data.TelescopeData",
-                        "model=userpkg.models.TelescopeNet"))
+    test = ok(
+        hyrax_run(
+            "verb=test",
+            f"ckpt_path={trained}",
+            "data_set=userpkg.data.TelescopeData",
+            "model=userpkg.models.TelescopeNet",
+        )
+    )
     assert f"Using checkpoint {trained / 'checkpoints' / 'best.pt'}" in test.stdout
     assert "test/loss=" in test.stdout
-    infer = ok(hyrax_run("verb=infer", f"ckpt_path={trained}", "data_set=userpkg.data.TelescopeData",
-                         "model=userpkg.models.TelescopeNet"))
+    infer = ok(
+        hyrax_run(
+            "verb=infer",
+            f"ckpt_path={trained}",
+            "data_set=userpkg.data.TelescopeData",
+            "model=userpkg.models.TelescopeNet",
+        )
+    )
     assert "Using checkpoint" in infer.stdout
     infer_dir = [d for d in run_dirs(tmp_path) if (d / "predictions.npy").exists()]
     assert len(infer_dir) == 1
@@ -112,9 +162,16 @@ def test_runs_started_together_get_their_own_directories(hyrax_run, tmp_path):
 
     from hyraxtest import BIN, hyrax_env
 
-    procs = [subprocess.Popen([str(BIN / "hyrax-run"), "train.epochs=1", "mlflow.enabled=false"], cwd=tmp_path,
-                              env=hyrax_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [str(BIN / "hyrax-run"), "train.epochs=1", "mlflow.enabled=false"],
+            cwd=tmp_path,
+            env=hyrax_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert len(run_dirs(tmp_path)) == 2
 
@@ -129,7 +186,9 @@ def test_cli_module_imports_no_heavy_libraries():
     import subprocess
     import sys
 
-    code = "import sys, hyrax.cli; print(sorted(m for m in ('torch', 'mlflow', 'optuna') if m in sys.modules))"
+    code = (
+        "import sys, hyrax.cli; print(sorted(m for m in ('torch', 'mlflow', 'optuna') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -141,10 +200,21 @@ def test_progress_bar_when_asked_and_ctrl_c_marks_the_run_killed(hyrax_run, tmp_
 
     from hyraxtest import BIN, hyrax_env
 
-    proc = subprocess.Popen([str(BIN / "hyrax-run"), "model=userpkg.models.PlainNet", "train.progress=true",
-                             "data_set=userpkg.data.ImageLabelData", "data_set.delay=0.003", "train.epochs=50"],
-                            cwd=tmp_path, env=hyrax_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            str(BIN / "hyrax-run"),
+            "model=userpkg.models.PlainNet",
+            "train.progress=true",
+            "data_set=userpkg.data.ImageLabelData",
+            "data_set.delay=0.003",
+            "train.epochs=50",
+        ],
+        cwd=tmp_path,
+        env=hyrax_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "runs").glob("*/*/checkpoints/last.pt")):
         time.sleep(0.2)
@@ -159,7 +229,8 @@ def test_progress_bar_when_asked_and_ctrl_c_marks_the_run_killed(hyrax_run, tmp_
 def test_users_own_conf_folder_extends_the_shipped_one(hyrax_run, tmp_path):
     (tmp_path / "conf" / "model").mkdir(parents=True)
     (tmp_path / "conf" / "model" / "tiny.yaml").write_text(
-        "_target_: hyrax.models.builtin.MLP\nhidden: 7\ndepth: 1\nnum_outputs: null\n")
+        "_target_: hyrax.models.builtin.MLP\nhidden: 7\ndepth: 1\nnum_outputs: null\n"
+    )
     proc = ok(hyrax_run("model=tiny", "--cfg", "job"))
     assert "hidden: 7" in proc.stdout
     listed = ok(hyrax_run("--help")).stdout
@@ -173,7 +244,7 @@ def test_readme_tour_package_in_the_working_directory(hyrax_run, tmp_path):
     readme = (TESTS.parent / "README.md").read_text()
     start = readme.index("# mypkg/__init__.py")
     (tmp_path / "mypkg").mkdir()
-    (tmp_path / "mypkg" / "__init__.py").write_text(readme[start:readme.index("```", start)])
+    (tmp_path / "mypkg" / "__init__.py").write_text(readme[start : readme.index("```", start)])
     command = next(line for line in readme.splitlines() if line.startswith("hyrax-run model=mypkg.MyModel"))
     proc = ok(hyrax_run(*command.split()[1:], "train.epochs=2", "mlflow.enabled=false"))
     assert "epoch 2/2" in proc.stdout

@@ -13,8 +13,11 @@ def test_unknown_group_option_lists_closest_matches(hyrax_run):
 
 
 def test_unknown_dotted_class(hyrax_run):
-    user_error(hyrax_run("model=userpkg.models.TelescopNet", NO_TRACKING), "userpkg.models.TelescopNet",
-               "TelescopeNet")
+    user_error(
+        hyrax_run("model=userpkg.models.TelescopNet", NO_TRACKING),
+        "userpkg.models.TelescopNet",
+        "TelescopeNet",
+    )
 
 
 def test_unknown_key_suggests_the_right_one(hyrax_run):
@@ -26,13 +29,20 @@ def test_wrong_value_type_names_the_key(hyrax_run):
 
 
 def test_missing_required_constructor_parameter(hyrax_run):
-    user_error(hyrax_run("model=torch.nn.Linear", "model.out_features=4", NO_TRACKING),
-               "model.in_features", "Fix: add model.in_features=VALUE")
+    user_error(
+        hyrax_run("model=torch.nn.Linear", "model.out_features=4", NO_TRACKING),
+        "model.in_features",
+        "Fix: add model.in_features=VALUE",
+    )
 
 
 def test_missing_data_file(hyrax_run):
-    user_error(hyrax_run("data_set=numpy", "data_set.path=/no/such/file.npz", NO_TRACKING),
-               "data_set.path", "/no/such/file.npz", "does not exist")
+    user_error(
+        hyrax_run("data_set=numpy", "data_set.path=/no/such/file.npz", NO_TRACKING),
+        "data_set.path",
+        "/no/such/file.npz",
+        "does not exist",
+    )
 
 
 def test_model_data_mismatch_is_found_before_training_and_marks_the_run_failed(hyrax_run):
@@ -44,23 +54,44 @@ def test_model_data_mismatch_is_found_before_training_and_marks_the_run_failed(h
 
 
 def test_output_label_mismatch_names_both_shapes(hyrax_run):
-    user_error(hyrax_run("model=torch.nn.Linear", "model.in_features=20", "model.out_features=1",
-                         "criterion=mse", NO_TRACKING), "does not fit labels", "(8, 1)", "(8,)")
+    user_error(
+        hyrax_run(
+            "model=torch.nn.Linear",
+            "model.in_features=20",
+            "model.out_features=1",
+            "criterion=mse",
+            NO_TRACKING,
+        ),
+        "does not fit labels",
+        "(8, 1)",
+        "(8,)",
+    )
 
 
 def test_train_step_without_loss(hyrax_run):
-    user_error(hyrax_run("model=userpkg.models.NoLossNet", "data_set=userpkg.data.ImageLabelData", NO_TRACKING),
-               "without a 'loss' key", "NoLossNet.train_step")
+    user_error(
+        hyrax_run("model=userpkg.models.NoLossNet", "data_set=userpkg.data.ImageLabelData", NO_TRACKING),
+        "without a 'loss' key",
+        "NoLossNet.train_step",
+    )
 
 
 def test_dict_items_without_to_tensor(hyrax_run):
-    user_error(hyrax_run("model=userpkg.models.PlainNet", "data_set=userpkg.data.NoImageData", NO_TRACKING),
-               "define @staticmethod to_tensor", "['pixels', 'target']")
+    user_error(
+        hyrax_run("model=userpkg.models.PlainNet", "data_set=userpkg.data.NoImageData", NO_TRACKING),
+        "define @staticmethod to_tensor",
+        "['pixels', 'target']",
+    )
 
 
 def test_nan_loss_stops_keeps_checkpoints_and_fails_the_run(hyrax_run):
-    proc = hyrax_run("model=userpkg.models.NanNet", "model.nan_after=10", "data_set=userpkg.data.ImageLabelData",
-                     "train.batch_size=32", "train.epochs=5")
+    proc = hyrax_run(
+        "model=userpkg.models.NanNet",
+        "model.nan_after=10",
+        "data_set=userpkg.data.ImageLabelData",
+        "train.batch_size=32",
+        "train.epochs=5",
+    )
     user_error(proc, "training loss became nan at epoch 2, step 11")
     [run_dir] = run_dirs(proc.cwd)
     assert (run_dir / "checkpoints" / "last.pt").is_file(), "checkpoints written before the NaN must stay"

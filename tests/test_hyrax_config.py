@@ -83,8 +83,15 @@ def test_hyrax_config_toml_in_the_working_directory_is_read_and_c_names_a_file(h
 @pytest.mark.slow
 def test_name_keys_on_the_command_line_choose_the_class(hyrax_run, tmp_path):
     for spelling in ("model.name", "+model.name", "++model.name"):
-        shown = ok(hyrax_run(f"{spelling}=hyraxlike.models.ImageCNN", "data_set.name=RandomImages",
-                             "--cfg", "job", env={"HYRAX_IMPORTS": "hyraxlike.data"}))
+        shown = ok(
+            hyrax_run(
+                f"{spelling}=hyraxlike.models.ImageCNN",
+                "data_set.name=RandomImages",
+                "--cfg",
+                "job",
+                env={"HYRAX_IMPORTS": "hyraxlike.data"},
+            )
+        )
         assert "_target_: hyraxlike.models.ImageCNN" in shown.stdout, spelling
         assert "output_classes: 3" in shown.stdout, "the package's [model.ImageCNN] defaults came along"
 
@@ -106,16 +113,32 @@ def test_set_config_data_request_chooses_the_data_set(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     h = Hyrax(overrides=["mlflow.enabled=false", "train.epochs=1"])
     h.set_config("model.name", "ImageCNN")
-    h.set_config("data_request", {"train": {"data": {
-        "dataset_class": "SurveyData", "data_location": "/fake", "fields": ["image", "label", "object_id"],
-        "primary_id_field": "object_id", "dataset_config": {"n_objects": 24}}}})
+    h.set_config(
+        "data_request",
+        {
+            "train": {
+                "data": {
+                    "dataset_class": "SurveyData",
+                    "data_location": "/fake",
+                    "fields": ["image", "label", "object_id"],
+                    "primary_id_field": "object_id",
+                    "dataset_config": {"n_objects": 24},
+                }
+            }
+        },
+    )
     assert h.config["data_set"]["_target_"].endswith("SurveyData")
     assert h.config["data_set"]["fields"] == ["image", "label", "object_id"]
     ds = h.prepare()
     assert len(ds) == 24
     with pytest.raises(HyraxError, match="several data set classes"):
-        h.set_config("data_request", {"train": {"a": {"dataset_class": "SurveyData"}},
-                                      "infer": {"b": {"dataset_class": "RandomImages"}}})
+        h.set_config(
+            "data_request",
+            {
+                "train": {"a": {"dataset_class": "SurveyData"}},
+                "infer": {"b": {"dataset_class": "RandomImages"}},
+            },
+        )
 
 
 def test_package_defaults_make_class_tables_overridable_without_plus(hyrax_run, tmp_path):
@@ -125,6 +148,7 @@ def test_package_defaults_make_class_tables_overridable_without_plus(hyrax_run, 
 
 # --- bad input ----------------------------------------------------------------------------------------
 
+
 def test_unknown_toml_table_names_the_closest(hyrax_run, tmp_path):
     (tmp_path / "bad.toml").write_text(HYRAX_TOML + "\n[trian]\nepochs = 3\n")
     err = user_error(hyrax_run("--config-file", "bad.toml"), "unknown table [trian]", "Did you mean [train]?")
@@ -133,16 +157,20 @@ def test_unknown_toml_table_names_the_closest(hyrax_run, tmp_path):
 
 
 def test_unknown_name_is_reported(hyrax_run, tmp_path):
-    user_error(hyrax_run("model.name=ImageCMN", "--cfg", "job", env={"HYRAX_IMPORTS": "hyraxlike.models"}),
-               "cannot find model 'ImageCMN'", "ImageCNN")
+    user_error(
+        hyrax_run("model.name=ImageCMN", "--cfg", "job", env={"HYRAX_IMPORTS": "hyraxlike.models"}),
+        "cannot find model 'ImageCMN'",
+        "ImageCNN",
+    )
     with pytest.raises(HyraxError, match="cannot find data_set 'RandomImagez'"):
         Hyrax().config["data_set"]["name"] = "RandomImagez"
 
 
 @pytest.mark.slow
 def test_a_key_nothing_reads_is_an_error_and_the_run_is_failed(hyrax_run, tmp_path):
-    err = user_error(hyrax_run("+model.hiden=3", "train.epochs=1"), "'model.hiden' was set",
-                     "Did you mean model.hidden?")
+    err = user_error(
+        hyrax_run("+model.hiden=3", "train.epochs=1"), "'model.hiden' was set", "Did you mean model.hidden?"
+    )
     assert "Error in model.hiden" in err
     [run] = mlflow_runs(tmp_path)
     assert run.info.status == "FAILED" and "model.hiden" in run.data.tags["hyrax.error"]
@@ -166,8 +194,23 @@ def test_keys_nothing_reads_through_the_api(tmp_path, monkeypatch):
         h.train()
 
 
-@pytest.mark.parametrize("value", [None, True, False, 3, -2.5e-7, "a b'c\\d", "end\\", "${x}", [1, "two", [3.0]],
-                                   {"a": 1, "b": [True, None]}, "null", "1e-3"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        False,
+        3,
+        -2.5e-7,
+        "a b'c\\d",
+        "end\\",
+        "${x}",
+        [1, "two", [3.0]],
+        {"a": 1, "b": [True, None]},
+        "null",
+        "1e-3",
+    ],
+)
 def test_rendered_values_parse_back_to_themselves(value):
     [parsed] = OverridesParser.create().parse_overrides([f"++k={render(value)}"])
     got = parsed.value()
@@ -175,8 +218,17 @@ def test_rendered_values_parse_back_to_themselves(value):
 
 
 def test_hyrax_data_set_keys_on_the_command_line_need_no_plus(hyrax_run, tmp_path):
-    shown = ok(hyrax_run("model=hyraxlike.models.ImageCNN", "data_set=hyraxlike.data.SurveyData",
-                         "data_set.fields=[image,label]", "data_set.train_size=0.6", "data_set.seed=3",
-                         "data_set.primary_id_field=object_id", "--cfg", "job"))
+    shown = ok(
+        hyrax_run(
+            "model=hyraxlike.models.ImageCNN",
+            "data_set=hyraxlike.data.SurveyData",
+            "data_set.fields=[image,label]",
+            "data_set.train_size=0.6",
+            "data_set.seed=3",
+            "data_set.primary_id_field=object_id",
+            "--cfg",
+            "job",
+        )
+    )
     for line in ("- image", "train_size: 0.6", "seed: 3", "primary_id_field: object_id"):
         assert line in shown.stdout, line

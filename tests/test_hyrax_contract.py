@@ -40,6 +40,7 @@ def run_of(tmp_path):
 
 # --- the model contract -------------------------------------------------------------------------------
 
+
 @hyrax_model
 class SampleProbe(nn.Module):
     """Records what Hyrax hands to __init__ and the methods."""
@@ -58,7 +59,9 @@ class SampleProbe(nn.Module):
     @staticmethod
     def to_tensor(data_dict):
         SampleProbe.seen.setdefault("to_tensor", []).append(isinstance(data_dict, dict))
-        return np.asarray(data_dict["data"]["image"], dtype=np.float32), np.asarray(data_dict["data"]["label"])
+        return np.asarray(data_dict["data"]["image"], dtype=np.float32), np.asarray(
+            data_dict["data"]["label"]
+        )
 
 
 def test_data_sample_is_one_item_and_shape_its_shape(tmp_path):
@@ -171,6 +174,7 @@ def test_unsupervised_model_without_validate_step_succeeds_on_train_loss(tmp_pat
 
 # --- the data set contract ----------------------------------------------------------------------------
 
+
 class MetaData(HyraxDataset, Dataset):
     """super().__init__(config, metadata_table) with a table; no ids() of its own."""
 
@@ -237,7 +241,7 @@ class PaddedCurves(HyraxDataset, Dataset):
     def collate(self, samples):
         padded = np.zeros((len(samples), 8), dtype=np.float32)
         for row, sample in enumerate(samples):
-            padded[row, :len(sample["curve"])] = sample["curve"]
+            padded[row, : len(sample["curve"])] = sample["curve"]
         return {"curve": padded, "label": np.array([s["label"] for s in samples])}
 
 
@@ -259,20 +263,24 @@ def test_a_data_sets_own_collate_is_used(tmp_path):
 def test_getter_data_set_reads_the_named_fields(tmp_path):
     h = session("ImageCNN", "SurveyData", "mlflow.enabled=false")
     h.set_config("data_set.fields", ["image", "label"])
-    h.set_config("data_request", {"train": {"data": {"dataset_class": "SurveyData", "dataset_config":
-                                                     {"n_objects": 30}}}})
+    h.set_config(
+        "data_request",
+        {"train": {"data": {"dataset_class": "SurveyData", "dataset_config": {"n_objects": 30}}}},
+    )
     h.train()
     result = h.infer()
     assert len(result) == 30, "dataset_config's n_objects was read by the data set through config.get"
     from hyrax.train import checkpoint
 
     saved = checkpoint.load(h.last_run_dir / "checkpoints" / "last.pt")["config"]
-    assert saved["hyraxlike"]["SurveyData"]["note"].startswith("a table named after the package"), \
+    assert saved["hyraxlike"]["SurveyData"]["note"].startswith("a table named after the package"), (
         "the package's top-level [hyraxlike.SurveyData] defaults reached the config"
+    )
     assert result.ids[0] == "obj-00000" and result.by_id("obj-00002").shape == (3,)
 
 
 # --- Hyrax's config sections --------------------------------------------------------------------------
+
 
 def test_hyrax_sections_mean_what_they_mean_in_hyrax(tmp_path):
     h = session("Loopback", "FixtureRandom", "mlflow.enabled=false")
@@ -316,8 +324,10 @@ class May2025Net(nn.Module):
 
     @staticmethod
     def to_tensor(batch_dict):
-        return [torch.cat([torch.as_tensor(g), torch.as_tensor(r)]) for g, r in
-                zip(batch_dict["flux_g"], batch_dict["flux_r"])]
+        return [
+            torch.cat([torch.as_tensor(g), torch.as_tensor(r)])
+            for g, r in zip(batch_dict["flux_g"], batch_dict["flux_r"])
+        ]
 
 
 def test_seed_000_to_tensor_reads_fields_at_the_top_and_returns_a_list(tmp_path):

@@ -25,8 +25,12 @@ PAIRINGS = [
     ("ImageAutoencoder", "SurveyData", {"data_set.fields": ["image", "object_id"]}, True),
     ("Loopback", "RandomImages", {}, False),
     ("Loopback", "RandomImagesIterable", {}, False),
-    ("Loopback", "FixtureRandom", {"data_set.size": 40, "data_set.seed": 0, "data_set.dimension_1_length": 3},
-     False),
+    (
+        "Loopback",
+        "FixtureRandom",
+        {"data_set.size": 40, "data_set.seed": 0, "data_set.dimension_1_length": 3},
+        False,
+    ),
     ("ContrastiveNet", "RandomImages", {}, True),
     ("ContrastiveNet", "SurveyData", {"data_set.fields": ["image"]}, True),
     ("SeedAutoencoder", "FluxData", {}, True),
@@ -59,8 +63,9 @@ def docs_style_session(model: str, data_set: str, extra: dict, tmp_path) -> Hyra
     return h
 
 
-@pytest.mark.parametrize(("model", "data_set", "extra", "learns"), PAIRINGS,
-                         ids=[f"{m}-{d}" for m, d, _, _ in PAIRINGS])
+@pytest.mark.parametrize(
+    ("model", "data_set", "extra", "learns"), PAIRINGS, ids=[f"{m}-{d}" for m, d, _, _ in PAIRINGS]
+)
 def test_pairing_trains_and_infers_chosen_by_name(model, data_set, extra, learns, tmp_path):
     h = docs_style_session(model, data_set, extra, tmp_path)
     trained = h.train()
@@ -80,19 +85,37 @@ def test_pairing_trains_and_infers_chosen_by_name(model, data_set, extra, learns
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("model", "data_set", "args"), [
-    ("ImageCNN", "RandomImages", []),
-    ("ImageAutoencoder", "RandomImagesIterable", []),
-    ("SeedAutoencoder", "FluxData", []),
-    ("BatchImageCNN", "RandomImages", ["train.data_sample=batch"]),
-])
+@pytest.mark.parametrize(
+    ("model", "data_set", "args"),
+    [
+        ("ImageCNN", "RandomImages", []),
+        ("ImageAutoencoder", "RandomImagesIterable", []),
+        ("SeedAutoencoder", "FluxData", []),
+        ("BatchImageCNN", "RandomImages", ["train.data_sample=batch"]),
+    ],
+)
 def test_pairing_through_hyrax_run(model, data_set, args, hyrax_run, tmp_path):
-    proc = ok(hyrax_run(f"model=hyraxlike.models.{model}", f"data_set=hyraxlike.data.{data_set}",
-                        "train.epochs=3", "data_loader.batch_size=16", "optimizer.lr=3e-3", *args))
+    proc = ok(
+        hyrax_run(
+            f"model=hyraxlike.models.{model}",
+            f"data_set=hyraxlike.data.{data_set}",
+            "train.epochs=3",
+            "data_loader.batch_size=16",
+            "optimizer.lr=3e-3",
+            *args,
+        )
+    )
     [run] = mlflow_runs(tmp_path)
     assert run.info.status == "FINISHED", proc.stderr
     losses = metric_history(tmp_path, run.info.run_id, "train/loss")
     assert losses[-1] < losses[0]
-    infer = ok(hyrax_run(f"model.name=hyraxlike.models.{model}", f"data_set.name=hyraxlike.data.{data_set}",
-                         "verb=infer", f"ckpt_path={run.data.tags['hyrax.run_dir']}", *args))
+    infer = ok(
+        hyrax_run(
+            f"model.name=hyraxlike.models.{model}",
+            f"data_set.name=hyraxlike.data.{data_set}",
+            "verb=infer",
+            f"ckpt_path={run.data.tags['hyrax.run_dir']}",
+            *args,
+        )
+    )
     assert "predictions" in infer.stdout

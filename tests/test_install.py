@@ -24,12 +24,35 @@ def test_wheel_install_runs_from_any_directory(tmp_path):
 
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    where = subprocess.run([sys.executable, "-c", "import hyrax, hyrax.config as c; "
-                            "print(hyrax.__file__); print(c.builtin_dir('conf'))"],
-                           cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
+    where = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import hyrax, hyrax.config as c; print(hyrax.__file__); print(c.builtin_dir('conf'))",
+        ],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert all(line.startswith(str(site)) for line in where.stdout.split()), where.stdout
-    proc = ok(subprocess.run([str(site / "bin" / "hyrax-run"), "model=cnn", "data_set=synthetic_classification",
-                              "model=linear", "train.epochs=1", "mlflow.enabled=false"],
-                             cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300))
+    proc = ok(
+        subprocess.run(
+            [
+                str(site / "bin" / "hyrax-run"),
+                "model=cnn",
+                "data_set=synthetic_classification",
+                "model=linear",
+                "train.epochs=1",
+                "mlflow.enabled=false",
+            ],
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    )
     assert "epoch 1/1" in proc.stdout
     assert list((elsewhere / "runs").glob("*/*/checkpoints/best.pt"))

@@ -23,10 +23,25 @@ def server(tmp_path_factory):
     """A real MLflow tracking server with proxied artifacts, stopped after the module."""
     root = tmp_path_factory.mktemp("mlflow_server")
     port = _free_port()
-    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{root}/server.db",
-                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-                            cwd=root, stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root}/server.db",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        cwd=root,
+        stdout=open(root / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -45,8 +60,15 @@ def server(tmp_path_factory):
 
 
 def test_sweep_tracks_into_a_server_named_by_the_environment(hyrax_run, server):
-    proc = ok(hyrax_run("-m", "optimizer.lr=0.001,0.01", "train.epochs=1", "mlflow.log_checkpoint=true",
-                        env={"MLFLOW_TRACKING_URI": server}))
+    proc = ok(
+        hyrax_run(
+            "-m",
+            "optimizer.lr=0.001,0.01",
+            "train.epochs=1",
+            "mlflow.log_checkpoint=true",
+            env={"MLFLOW_TRACKING_URI": server},
+        )
+    )
     assert not (proc.cwd / "mlflow.db").exists(), "MLFLOW_TRACKING_URI was not honoured"
     from mlflow.tracking import MlflowClient
 

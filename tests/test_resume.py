@@ -10,8 +10,13 @@ import torch
 
 from hyraxtest import BIN, hyrax_env, metric_history, mlflow_runs, ok, run_dirs
 
-SLOW = ["model=userpkg.models.PlainNet", "data_set=userpkg.data.ImageLabelData", "data_set.delay=0.002",
-        "train.batch_size=16", "train.epochs=10"]
+SLOW = [
+    "model=userpkg.models.PlainNet",
+    "data_set=userpkg.data.ImageLabelData",
+    "data_set.delay=0.002",
+    "train.batch_size=16",
+    "train.epochs=10",
+]
 
 
 def _epoch_of(path) -> int:
@@ -19,8 +24,13 @@ def _epoch_of(path) -> int:
 
 
 def test_killed_run_resumes_from_its_checkpoint_in_the_same_mlflow_run(hyrax_run, tmp_path):
-    proc = subprocess.Popen([str(BIN / "hyrax-run"), *SLOW], cwd=tmp_path, env=hyrax_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(BIN / "hyrax-run"), *SLOW],
+        cwd=tmp_path,
+        env=hyrax_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 180
     last = None
     while time.time() < deadline and proc.poll() is None:

@@ -43,17 +43,25 @@ def slurm() -> dict[str, str]:
     """The environment that reaches the cluster (SLURM_CONF); skips with the reason when there is none."""
     if _cluster("status", 60).returncode != 0:
         if not _ci():
-            why = ("Slurm is not installed" if shutil.which("sbatch") is None
-                   else "no local Slurm cluster is running")
-            how = ("start one with `bash .ci/local-slurm.sh start` (as root; installs the Debian packages "
-                   "if missing), or run with CI=true to let the tests start it")
+            why = (
+                "Slurm is not installed"
+                if shutil.which("sbatch") is None
+                else "no local Slurm cluster is running"
+            )
+            how = (
+                "start one with `bash .ci/local-slurm.sh start` (as root; installs the Debian packages "
+                "if missing), or run with CI=true to let the tests start it"
+            )
             if os.geteuid() != 0:
                 how = "starting one needs root: `sudo bash .ci/local-slurm.sh start`"
             pytest.skip(f"Slurm tests need a cluster: {why}; {how}")
         started = _cluster("start", 900)
         if started.returncode != 0:
-            pytest.fail(f"CI=true but `bash .ci/local-slurm.sh start` failed (exit {started.returncode}):\n"
-                        f"{started.stdout}\n{started.stderr}", pytrace=False)
+            pytest.fail(
+                f"CI=true but `bash .ci/local-slurm.sh start` failed (exit {started.returncode}):\n"
+                f"{started.stdout}\n{started.stderr}",
+                pytrace=False,
+            )
     lines = _cluster("env", 30).stdout.split()
     env = dict(item.split("=", 1) for item in lines if "=" in item)
     assert "SLURM_CONF" in env, lines
@@ -63,8 +71,11 @@ def slurm() -> dict[str, str]:
 @pytest.fixture
 def run_env(slurm: dict[str, str]) -> dict[str, str]:
     """`hyrax_env` plus the cluster, without Slurm/sbatch settings of the shell (or job) pytest runs in."""
-    env = {k: v for k, v in hyrax_env().items()
-           if not k.startswith(("SLURM_", "SBATCH_", "SALLOC_", "SRUN_", "HYRAX_SLURM_"))}
+    env = {
+        k: v
+        for k, v in hyrax_env().items()
+        if not k.startswith(("SLURM_", "SBATCH_", "SALLOC_", "SRUN_", "HYRAX_SLURM_"))
+    }
     env.update(slurm)
     return env
 
@@ -76,20 +87,32 @@ def _cancel_leftover_jobs(request, tmp_path: Path):
     if "slurm" in request.fixturenames:
         ids = job_ids(tmp_path)
         if ids:
-            subprocess.run(["scancel", *ids], capture_output=True, timeout=30,
-                           env={**os.environ, **request.getfixturevalue("slurm")})
+            subprocess.run(
+                ["scancel", *ids],
+                capture_output=True,
+                timeout=30,
+                env={**os.environ, **request.getfixturevalue("slurm")},
+            )
 
 
 def job_ids(root: Path) -> list[str]:
     """The Slurm job ids (array tasks `123_0` and arrays `123`) submitit recorded under `root`."""
-    return sorted({p.name for d in root.rglob(".submitit") for p in d.iterdir()
-                   if p.is_dir() and re.fullmatch(r"\d+(_\d+)?", p.name)})
+    return sorted(
+        {
+            p.name
+            for d in root.rglob(".submitit")
+            for p in d.iterdir()
+            if p.is_dir() and re.fullmatch(r"\d+(_\d+)?", p.name)
+        }
+    )
 
 
 def task_ids(root: Path) -> list[str]:
     """The ids of the Slurm jobs that ran a Hydra job (`123_0` for an array task, `123` alone), in order."""
-    return sorted((p.parent.name for p in root.rglob(".submitit/*/*_submitted.pkl")),
-                  key=lambda j: [int(n) for n in j.split("_")])
+    return sorted(
+        (p.parent.name for p in root.rglob(".submitit/*/*_submitted.pkl")),
+        key=lambda j: [int(n) for n in j.split("_")],
+    )
 
 
 UNSETTLED = {"PENDING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
@@ -103,8 +126,14 @@ def sacct_states(ids: list[str], env: dict[str, str], wait: float = 30) -> dict[
     """
     deadline = time.monotonic() + wait
     while True:
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(ids)],
-                             capture_output=True, text=True, timeout=30, env=env, check=True).stdout
+        out = subprocess.run(
+            ["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(ids)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
+            check=True,
+        ).stdout
         states = dict(line.split("|", 1) for line in out.splitlines() if line)
         if not UNSETTLED & set(states.values()) or time.monotonic() > deadline:
             return states
@@ -112,14 +141,16 @@ def sacct_states(ids: list[str], env: dict[str, str], wait: float = 30) -> dict[
 
 
 def hyrax(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "hyrax-run"), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "hyrax-run"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def ok(proc: subprocess.CompletedProcess, root: Path) -> subprocess.CompletedProcess:
     """Assert a sweep succeeded; else show its output and its Slurm jobs' logs."""
-    assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout}\nSTDERR:\n{proc.stderr}" \
-                                 f"\nJOB LOGS:\n{job_logs(root)}"
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout}\nSTDERR:\n{proc.stderr}\nJOB LOGS:\n{job_logs(root)}"
+    )
     return proc
 
 
@@ -150,15 +181,18 @@ def last_epoch(run_dir: Path) -> int:
 def test_grid_on_slurm_is_one_parent_with_a_child_per_job(slurm, run_env, tmp_path):
     # The issue's command: the local sweep plus hydra/launcher=slurm, nothing else. With the preset's
     # 2 CPUs per job the two jobs take turns on the 2-CPU test node.
-    proc = ok(hyrax(["-m", *SLURM, "optimizer.lr=0.001,0.01", "train.epochs=2"], tmp_path, run_env, 150),
-              tmp_path)
+    proc = ok(
+        hyrax(["-m", *SLURM, "optimizer.lr=0.001,0.01", "train.epochs=2"], tmp_path, run_env, 150), tmp_path
+    )
     [parent], children = parent_and_children(mlflow_runs(tmp_path))
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["hyrax.launcher"].endswith("SlurmLauncher")
     assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    assert sorted(c.data.tags["hyrax.overrides"] for c in children) == \
-        ["optimizer.lr=0.001 train.epochs=2", "optimizer.lr=0.01 train.epochs=2"]
+    assert sorted(c.data.tags["hyrax.overrides"] for c in children) == [
+        "optimizer.lr=0.001 train.epochs=2",
+        "optimizer.lr=0.01 train.epochs=2",
+    ]
     # They really were Slurm jobs: an array of two tasks, COMPLETED in Slurm's accounting, each of
     # which ran its job in its own run directory of the sweep.
     tasks = task_ids(tmp_path)
@@ -176,9 +210,22 @@ def test_grid_on_slurm_is_one_parent_with_a_child_per_job(slurm, run_env, tmp_pa
 def test_gpu_request_and_setup_lines_reach_the_job(slurm, run_env, tmp_path):
     # The test node declares one GPU as a GRES over a stand-in device: a job asking for it gets
     # CUDA_VISIBLE_DEVICES from Slurm, and the preset's setup lines run before the job.
-    ok(hyrax(["-m", *SLURM, *SMALL, "hydra.launcher.gpus_per_node=1",
-              "hydra.launcher.setup=[\"echo SETUP_SAW_GPUS=$CUDA_VISIBLE_DEVICES\"]", "train.epochs=1"],
-             tmp_path, run_env, 150), tmp_path)
+    ok(
+        hyrax(
+            [
+                "-m",
+                *SLURM,
+                *SMALL,
+                "hydra.launcher.gpus_per_node=1",
+                'hydra.launcher.setup=["echo SETUP_SAW_GPUS=$CUDA_VISIBLE_DEVICES"]',
+                "train.epochs=1",
+            ],
+            tmp_path,
+            run_env,
+            150,
+        ),
+        tmp_path,
+    )
     [task] = task_ids(tmp_path)
     [out] = tmp_path.rglob(f".submitit/{task}/{task}_0_log.out")
     assert "SETUP_SAW_GPUS=0" in out.read_text()
@@ -189,23 +236,46 @@ def test_optuna_trials_on_slurm_prune_each_other_through_the_journal(slurm, run_
     # run as other Slurm jobs than 0 and 1: the median pruner sees 0 and 1's curves only through the
     # study's journal file in the sweep dir, and stops 2 and 3 after their first epoch.
     sweep_dir = tmp_path / "multiruns" / "prune"
-    proc = ok(hyrax(["-m", *SLURM, *SMALL, "hydra/sweeper=optuna", "hydra/sweeper/pruner=median",
-                     "hydra.sweeper.pruner.n_startup_trials=2", "hydra.sweeper.n_trials=4",
-                     "hydra.sweeper.n_jobs=2",
-                     "hydra.sweeper.enqueue_trials=[{optimizer.lr:0.01},{optimizer.lr:0.02},"
-                     "{optimizer.lr:1e-7},{optimizer.lr:2e-7}]",
-                     "optimizer.lr=tag(log, interval(1e-8, 1e-1))", "optimizer=sgd", "train.epochs=3",
-                     f"hydra.sweep.dir={sweep_dir}"], tmp_path, run_env, 200), tmp_path)
+    proc = ok(
+        hyrax(
+            [
+                "-m",
+                *SLURM,
+                *SMALL,
+                "hydra/sweeper=optuna",
+                "hydra/sweeper/pruner=median",
+                "hydra.sweeper.pruner.n_startup_trials=2",
+                "hydra.sweeper.n_trials=4",
+                "hydra.sweeper.n_jobs=2",
+                "hydra.sweeper.enqueue_trials=[{optimizer.lr:0.01},{optimizer.lr:0.02},"
+                "{optimizer.lr:1e-7},{optimizer.lr:2e-7}]",
+                "optimizer.lr=tag(log, interval(1e-8, 1e-1))",
+                "optimizer=sgd",
+                "train.epochs=3",
+                f"hydra.sweep.dir={sweep_dir}",
+            ],
+            tmp_path,
+            run_env,
+            200,
+        ),
+        tmp_path,
+    )
     trials = study_of(str(sweep_dir / "optuna.journal")).get_trials()
     states = {t.number: t.state.name for t in trials}
     assert states == {0: "COMPLETE", 1: "COMPLETE", 2: "PRUNED", 3: "PRUNED"}, (states, proc.stderr[-3000:])
     assert all(len(t.intermediate_values) == 1 for t in trials if t.state.name == "PRUNED")
     [parent], children = parent_and_children(mlflow_runs(tmp_path))
     assert parent.info.status == "FINISHED"
-    tagged = {int(c.data.tags["hyrax.trial_number"]): (c.data.tags["hyrax.optuna_state"], c.info.status)
-              for c in children}
-    assert tagged == {0: ("COMPLETE", "FINISHED"), 1: ("COMPLETE", "FINISHED"),
-                      2: ("PRUNED", "KILLED"), 3: ("PRUNED", "KILLED")}
+    tagged = {
+        int(c.data.tags["hyrax.trial_number"]): (c.data.tags["hyrax.optuna_state"], c.info.status)
+        for c in children
+    }
+    assert tagged == {
+        0: ("COMPLETE", "FINISHED"),
+        1: ("COMPLETE", "FINISHED"),
+        2: ("PRUNED", "KILLED"),
+        3: ("PRUNED", "KILLED"),
+    }
     tasks = task_ids(tmp_path)
     assert len(tasks) == 4 and set(sacct_states(tasks, run_env).values()) == {"COMPLETED"}
 
@@ -227,8 +297,16 @@ def test_requeued_jobs_resume_from_their_last_checkpoint(slurm, run_env, tmp_pat
     # Slurm holds a requeued job ~12 s (cred_expire=10 in .ci/local-slurm.sh) before it starts again.
     # The sweep waits through all of it; each job continues its own run dir and MLflow run.
     sweep_dir = tmp_path / "multiruns" / "requeue"
-    args = [str(BIN / "hyrax-run"), "-m", *SLURM, *SMALL, *SLOW, "train.epochs=12", "train.seed=1,2",
-            f"hydra.sweep.dir={sweep_dir}"]
+    args = [
+        str(BIN / "hyrax-run"),
+        "-m",
+        *SLURM,
+        *SMALL,
+        *SLOW,
+        "train.epochs=12",
+        "train.seed=1,2",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     interrupts = {0: ["scontrol", "requeue"], 1: ["scancel", "--signal=USR2"]}
     with (tmp_path / "sweep.log").open("w") as log:
         proc = subprocess.Popen(args, cwd=tmp_path, env=run_env, stdout=log, stderr=subprocess.STDOUT)
@@ -237,13 +315,16 @@ def test_requeued_jobs_resume_from_their_last_checkpoint(slurm, run_env, tmp_pat
         pending = dict(interrupts)
         while pending:
             assert proc.poll() is None, (tmp_path / "sweep.log").read_text() + job_logs(tmp_path)
-            assert time.time() < deadline, f"jobs {sorted(pending)} never reached epoch 2\n" + job_logs(tmp_path)
+            assert time.time() < deadline, f"jobs {sorted(pending)} never reached epoch 2\n" + job_logs(
+                tmp_path
+            )
             for num in list(pending):
                 if last_epoch(sweep_dir / str(num)) >= 2:
                     at = last_epoch(sweep_dir / str(num))
                     assert at < 12, f"job {num} had finished (epoch {at}) before it could be interrupted"
-                    subprocess.run([*pending.pop(num), task_ids(tmp_path)[num]], env=run_env, check=True,
-                                   timeout=30)
+                    subprocess.run(
+                        [*pending.pop(num), task_ids(tmp_path)[num]], env=run_env, check=True, timeout=30
+                    )
             time.sleep(0.2)
         proc.wait(timeout=120)
     finally:
@@ -275,8 +356,19 @@ def test_a_job_killed_by_a_signal_ends_the_sweep_instead_of_hanging_it(slurm, ru
     # Job 0 SIGKILLs itself (as the OOM killer would): no Python error, no result file. Submitit learns
     # from Slurm's accounting that the job is over, and the sweep fails instead of waiting forever.
     start = time.time()
-    proc = hyrax(["-m", *SLURM, *SMALL, "model=slurmpkg.SelfKillNet,userpkg.models.PlainNet",
-                  "data_set=userpkg.data.ImageLabelData", "train.epochs=1"], tmp_path, run_env, 150)
+    proc = hyrax(
+        [
+            "-m",
+            *SLURM,
+            *SMALL,
+            "model=slurmpkg.SelfKillNet,userpkg.models.PlainNet",
+            "data_set=userpkg.data.ImageLabelData",
+            "train.epochs=1",
+        ],
+        tmp_path,
+        run_env,
+        150,
+    )
     took = time.time() - start
     assert proc.returncode != 0, proc.stderr
     assert took < 120, f"the sweep took {took:.0f} s to notice its dead job"
@@ -290,11 +382,24 @@ def test_a_job_killed_by_a_signal_ends_the_sweep_instead_of_hanging_it(slurm, ru
 def test_a_dead_job_fails_only_its_own_optuna_trial(slurm, run_env, tmp_path):
     # Two trials in one batch, the first of which dies without a result: only it is told FAIL; the
     # other, healthy job of the same batch completes and is told COMPLETE.
-    proc = hyrax(["-m", *SLURM, *SMALL, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2",
-                  "hydra.sweeper.n_jobs=2", "hydra.sweeper.max_failure_rate=0.5",
-                  "model=choice(slurmpkg.SelfKillNet, userpkg.models.PlainNet)",
-                  "hydra.sweeper.enqueue_trials=[{model: slurmpkg.SelfKillNet}, {model: userpkg.models.PlainNet}]",
-                  "data_set=userpkg.data.ImageLabelData", "train.epochs=1"], tmp_path, run_env, 200)
+    proc = hyrax(
+        [
+            "-m",
+            *SLURM,
+            *SMALL,
+            "hydra/sweeper=optuna",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.max_failure_rate=0.5",
+            "model=choice(slurmpkg.SelfKillNet, userpkg.models.PlainNet)",
+            "hydra.sweeper.enqueue_trials=[{model: slurmpkg.SelfKillNet}, {model: userpkg.models.PlainNet}]",
+            "data_set=userpkg.data.ImageLabelData",
+            "train.epochs=1",
+        ],
+        tmp_path,
+        run_env,
+        200,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [journal] = tmp_path.rglob("optuna.journal")
     states = {t.params["model"]: t.state.name for t in study_of(str(journal)).get_trials()}
@@ -320,8 +425,15 @@ def run_together(where: Path, arguments: list[list[str]], timeout: float) -> str
     procs = []
     for w, args in enumerate(arguments):
         with (where / f"worker_{w}.log").open("w") as log:
-            procs.append(subprocess.Popen([str(BIN / "hyrax-run"), *args], cwd=where, env=hyrax_env(),
-                                          stdout=log, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [str(BIN / "hyrax-run"), *args],
+                    cwd=where,
+                    env=hyrax_env(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     try:
         for proc in procs:
             proc.wait(timeout=timeout)
@@ -330,8 +442,9 @@ def run_together(where: Path, arguments: list[list[str]], timeout: float) -> str
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    outputs = "\n".join(f"== worker {w}\n" + (where / f"worker_{w}.log").read_text()[-4000:]
-                        for w in range(len(arguments)))
+    outputs = "\n".join(
+        f"== worker {w}\n" + (where / f"worker_{w}.log").read_text()[-4000:] for w in range(len(arguments))
+    )
     assert [p.returncode for p in procs] == [0] * len(arguments), outputs
     return outputs
 
@@ -343,12 +456,26 @@ def shared_study(request, tmp_path_factory):
     storage = str(where / "shared.journal") if request.param == "journal" else f"sqlite:///{where}/shared.db"
     # Both workers start on a new MLflow store and (with sqlite) a new Optuna database: whoever
     # opens one first creates its tables while the other waits on the lock beside it.
-    outputs = run_together(where, [
-        ["-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=random",
-         "optimizer.lr=tag(log, interval(1e-4, 1e-1))", "hydra.sweeper.study_name=shared",
-         f"hydra.sweeper.storage={storage}", f"hydra.sweeper.n_trials={N_TRIALS}",
-         f"hydra.sweeper.n_jobs={N_JOBS}", "train.epochs=1", "data_set.n_samples=200",
-         f"hydra.sweep.dir={where}/multiruns/worker_{w}"] for w in range(WORKERS)], timeout=150)
+    outputs = run_together(
+        where,
+        [
+            [
+                "-m",
+                "hydra/sweeper=optuna",
+                "hydra/sweeper/sampler=random",
+                "optimizer.lr=tag(log, interval(1e-4, 1e-1))",
+                "hydra.sweeper.study_name=shared",
+                f"hydra.sweeper.storage={storage}",
+                f"hydra.sweeper.n_trials={N_TRIALS}",
+                f"hydra.sweeper.n_jobs={N_JOBS}",
+                "train.epochs=1",
+                "data_set.n_samples=200",
+                f"hydra.sweep.dir={where}/multiruns/worker_{w}",
+            ]
+            for w in range(WORKERS)
+        ],
+        timeout=150,
+    )
     return where, storage, outputs
 
 
@@ -375,22 +502,39 @@ def test_sweep_workers_on_one_study_each_track_their_trials(shared_study):
     parents, children = parent_and_children(mlflow_runs(where))
     # One parent per worker, each FINISHED, whose children are the trials that worker ran.
     assert len(parents) == WORKERS and {p.info.status for p in parents} == {"FINISHED"}, outputs
-    assert sorted(int(c.data.tags["hyrax.trial_number"]) for c in children) == sorted(t.number for t in trials)
+    assert sorted(int(c.data.tags["hyrax.trial_number"]) for c in children) == sorted(
+        t.number for t in trials
+    )
     assert {c.data.tags["hyrax.optuna_state"] for c in children} == {"COMPLETE"}
     by_parent = {p.info.run_id: Path(p.data.tags["hyrax.sweep_dir"]) for p in parents}
     owner = {t.number: t.user_attrs["hyrax_sweep_dir"] for t in trials}
     for child in children:
-        assert str(by_parent[child.data.tags["mlflow.parentRunId"]]) == \
-            owner[int(child.data.tags["hyrax.trial_number"])]
+        assert (
+            str(by_parent[child.data.tags["mlflow.parentRunId"]])
+            == owner[int(child.data.tags["hyrax.trial_number"])]
+        )
 
 
 def test_sweeps_started_together_on_a_fresh_mlflow_store_both_track(tmp_path):
     # Array tasks start in the same second, and the first run on a store creates its tables. Two
     # sweeps doing that at once must both get their parent run and their child runs.
-    outputs = run_together(tmp_path, [
-        ["-m", "optimizer.lr=0.01", "train.epochs=1", "data_set.n_samples=200",
-         f"hydra.sweep.dir={tmp_path}/multiruns/worker_{w}"] for w in range(WORKERS)], timeout=120)
+    outputs = run_together(
+        tmp_path,
+        [
+            [
+                "-m",
+                "optimizer.lr=0.01",
+                "train.epochs=1",
+                "data_set.n_samples=200",
+                f"hydra.sweep.dir={tmp_path}/multiruns/worker_{w}",
+            ]
+            for w in range(WORKERS)
+        ],
+        timeout=120,
+    )
     assert "Callback" not in outputs, outputs  # Hydra turns a callback's exception into a warning
     parents, children = parent_and_children(mlflow_runs(tmp_path))
     assert len(parents) == WORKERS and {p.info.status for p in parents} == {"FINISHED"}, outputs
-    assert sorted(c.data.tags["mlflow.parentRunId"] for c in children) == sorted(p.info.run_id for p in parents)
+    assert sorted(c.data.tags["mlflow.parentRunId"] for c in children) == sorted(
+        p.info.run_id for p in parents
+    )

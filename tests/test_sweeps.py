@@ -27,8 +27,9 @@ def test_grid_sweep_has_a_parent_with_the_best_child(hyrax_run):
 
 
 def test_failed_job_fails_the_parent(hyrax_run):
-    proc = hyrax_run("-m", "model=userpkg.models.CrashNet,mlp", "data_set=userpkg.data.ImageLabelData",
-                     "train.epochs=1")
+    proc = hyrax_run(
+        "-m", "model=userpkg.models.CrashNet,mlp", "data_set=userpkg.data.ImageLabelData", "train.epochs=1"
+    )
     assert proc.returncode == 1 and "ZeroDivisionError" in proc.stderr
     [parent], children = parent_and_children(mlflow_runs(proc.cwd))
     assert parent.info.status == "FAILED"
@@ -36,30 +37,55 @@ def test_failed_job_fails_the_parent(hyrax_run):
 
 
 def test_parallel_optuna_trials_share_one_sqlite_store(hyrax_run):
-    proc = ok(hyrax_run("-m", *OPTUNA, "hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2",
-                        "hydra.sweeper.n_trials=4", "train.epochs=4", "model=userpkg.models.PlainNet",
-                        "data_set=userpkg.data.ImageLabelData", "data_set.delay=0.003", timeout=400))
+    proc = ok(
+        hyrax_run(
+            "-m",
+            *OPTUNA,
+            "hydra/launcher=submitit_local",
+            "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.n_trials=4",
+            "train.epochs=4",
+            "model=userpkg.models.PlainNet",
+            "data_set=userpkg.data.ImageLabelData",
+            "data_set.delay=0.003",
+            timeout=400,
+        )
+    )
     [parent], children = parent_and_children(mlflow_runs(proc.cwd))
     assert len(children) == 4 and parent.info.status == "FINISHED"
     assert sorted(int(c.data.tags["hyrax.trial_number"]) for c in children) == [0, 1, 2, 3]
     assert {c.data.tags["hyrax.optuna_state"] for c in children} == {"COMPLETE"}
     assert all(c.info.status == "FINISHED" for c in children)
     first, second = sorted(children, key=lambda c: int(c.data.tags["hyrax.trial_number"]))[:2]
-    assert first.info.start_time < second.info.end_time and second.info.start_time < first.info.end_time, \
+    assert first.info.start_time < second.info.end_time and second.info.start_time < first.info.end_time, (
         "the two trials of a batch did not run at the same time"
+    )
 
 
 def test_killed_optuna_sweep_resumes_with_one_child_per_trial(tmp_path):
     sweep_dir = tmp_path / "multiruns" / "study"
-    args = [str(BIN / "hyrax-run"), "-m", *OPTUNA, "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=1",
-            "model=userpkg.models.PlainNet", "data_set=userpkg.data.ImageLabelData", "data_set.delay=0.002",
-            "train.epochs=3", f"hydra.sweep.dir={sweep_dir}"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=hyrax_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    args = [
+        str(BIN / "hyrax-run"),
+        "-m",
+        *OPTUNA,
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_jobs=1",
+        "model=userpkg.models.PlainNet",
+        "data_set=userpkg.data.ImageLabelData",
+        "data_set.delay=0.002",
+        "train.epochs=3",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=hyrax_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     journal = sweep_dir / "optuna.journal"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if journal.exists() and len(_study(journal).get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= 2:
+        if (
+            journal.exists()
+            and len(_study(journal).get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= 2
+        ):
             break
         time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
@@ -72,7 +98,9 @@ def test_killed_optuna_sweep_resumes_with_one_child_per_trial(tmp_path):
     assert len(finished) == 6 and len({t.number for t in trials}) == len(trials)
     [parent], children = parent_and_children(mlflow_runs(tmp_path))
     assert parent.info.status == "FINISHED"
-    assert sorted(int(c.data.tags["hyrax.trial_number"]) for c in children) == sorted(t.number for t in trials)
+    assert sorted(int(c.data.tags["hyrax.trial_number"]) for c in children) == sorted(
+        t.number for t in trials
+    )
     assert all(c.info.status != "RUNNING" for c in children)
 
 
@@ -93,11 +121,19 @@ def test_misconfigured_sweep_is_bad_input_not_a_crash(hyrax_run):
 
 
 def test_multi_objective_study_and_parent_artifacts(hyrax_run):
-    proc = ok(hyrax_run("-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=nsgaii",
-                        "hydra.sweeper.direction=[minimize,maximize]", "hydra.sweeper.n_trials=3",
-                        "train.objective.metric=[val/loss,val/accuracy]",
-                        "train.objective.direction=[minimize,maximize]",
-                        "optimizer.lr=tag(log, interval(1e-4, 1e-1))", "train.epochs=1"))
+    proc = ok(
+        hyrax_run(
+            "-m",
+            "hydra/sweeper=optuna",
+            "hydra/sweeper/sampler=nsgaii",
+            "hydra.sweeper.direction=[minimize,maximize]",
+            "hydra.sweeper.n_trials=3",
+            "train.objective.metric=[val/loss,val/accuracy]",
+            "train.objective.direction=[minimize,maximize]",
+            "optimizer.lr=tag(log, interval(1e-4, 1e-1))",
+            "train.epochs=1",
+        )
+    )
     [parent], children = parent_and_children(mlflow_runs(proc.cwd))
     assert len(children) == 3 and all("objective_1" in c.data.metrics for c in children)
     from mlflow.tracking import MlflowClient

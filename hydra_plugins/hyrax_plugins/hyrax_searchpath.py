@@ -82,8 +82,9 @@ class HyraxConfigSource(ConfigSource):
             header = ConfigSource._get_header_dict(f.read(512))
             f.seek(0)
             cfg = OmegaConf.load(f)
-        return ConfigResult(config=cfg, path=f"file://{os.path.dirname(path)}",
-                            provider=self.provider, header=header)
+        return ConfigResult(
+            config=cfg, path=f"file://{os.path.dirname(path)}", provider=self.provider, header=header
+        )
 
     def list(self, config_path: str, results_filter: Optional[ObjectType]) -> List[str]:
         if config_path != _SWEEP_GROUP or results_filter == ObjectType.GROUP:

@@ -16,14 +16,20 @@ def read_toml(path: Path) -> dict[str, Any]:
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
     if not path.is_file():
-        raise HyraxError(f"config file '{path}' does not exist (working directory: {Path.cwd()})",
-                         key="--config-file", fix="point --config-file at an existing .toml file")
+        raise HyraxError(
+            f"config file '{path}' does not exist (working directory: {Path.cwd()})",
+            key="--config-file",
+            fix="point --config-file at an existing .toml file",
+        )
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as err:
-        raise HyraxError(f"config file '{path}' is not valid TOML: {err}", key="--config-file",
-                         fix="correct the file's syntax") from err
+        raise HyraxError(
+            f"config file '{path}' is not valid TOML: {err}",
+            key="--config-file",
+            fix="correct the file's syntax",
+        ) from err
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -22,14 +22,20 @@ def normalize(config: dict[str, Any]) -> dict[str, Any]:
     general = config.get("general") or {}
     level = str(general.get("log_level", "info")).upper()
     if not isinstance(logging.getLevelName(level), int):
-        raise HyraxError(f"unknown log level '{general['log_level']}'", key="general.log_level",
-                         fix="use debug, info, warning or error")
+        raise HyraxError(
+            f"unknown log level '{general['log_level']}'",
+            key="general.log_level",
+            fix="use debug, info, warning or error",
+        )
     logging.getLogger("hyrax").setLevel(level)
     if general.get("dev_mode"):
         log.warning("general.dev_mode is a Hyrax setting with no effect in hyrax-run")
     if train.get("data_sample", "item") not in DATA_SAMPLE_MODES:
-        raise HyraxError(f"unknown train.data_sample '{train['data_sample']}'", key="train.data_sample",
-                         fix="use item (one item, as Hyrax's docs say) or batch (a batch of one)")
+        raise HyraxError(
+            f"unknown train.data_sample '{train['data_sample']}'",
+            key="train.data_sample",
+            fix="use item (one item, as Hyrax's docs say) or batch (a batch of one)",
+        )
     return config
 
 

@@ -15,8 +15,7 @@ from hyrax.config import COMPONENT_GROUPS
 from hyrax.resolve import DATA_SET_KEYS
 
 _NAME_CHOICE = re.compile(rf"^\+{{0,2}}({'|'.join(COMPONENT_GROUPS)})\.name=(.*)$", re.S)
-_HYRAX_DATA_SET_KEY = re.compile(
-    rf"^\+{{0,2}}data_set\.({'|'.join(sorted(DATA_SET_KEYS | {'seed'}))})=")
+_HYRAX_DATA_SET_KEY = re.compile(rf"^\+{{0,2}}data_set\.({'|'.join(sorted(DATA_SET_KEYS | {'seed'}))})=")
 _PLAIN = re.compile(r"^[A-Za-z_][\w\-./:]*$")
 _RESERVED_WORDS = {"null", "true", "false", "inf", "nan", "none"}
 

@@ -32,11 +32,27 @@ from hyrax.errors import HyraxError
 log = logging.getLogger("hyrax")
 USER_CONFIG_FILE = "hyrax_config.toml"
 # Hyrax tables for features hyrax-run does not have: read, named in a warning, not used.
-UNUSED_HYRAX_TABLES = ("download", "onnx", "vector_db", "results", "reduce_dimensions", "umap",
-                       "visualize", "visualize_v2", "engine", "balance", "label", "infer_stream",
-                       "config_version", "model_inputs")
-TRAIN_ALIASES = {"experiment_name": "mlflow.experiment", "run_name": "mlflow.run_name",
-                 "shuffle": "data_loader.shuffle"}
+UNUSED_HYRAX_TABLES = (
+    "download",
+    "onnx",
+    "vector_db",
+    "results",
+    "reduce_dimensions",
+    "umap",
+    "visualize",
+    "visualize_v2",
+    "engine",
+    "balance",
+    "label",
+    "infer_stream",
+    "config_version",
+    "model_inputs",
+)
+TRAIN_ALIASES = {
+    "experiment_name": "mlflow.experiment",
+    "run_name": "mlflow.run_name",
+    "shuffle": "data_loader.shuffle",
+}
 TRAIN_UNUSED = ("weights_filename", "model_weights_file", "split")
 DATA_REQUEST_KEYS = ("data_location", "fields", "primary_id_field")  # same names under data_set
 
@@ -52,14 +68,21 @@ def toml_overrides(path: Path) -> list[str]:
     return hyrax_overrides(read_toml(path), str(path))
 
 
-def hyrax_overrides(tables: Mapping[str, Any], source: str,
-                    chosen: Mapping[str, Any] | None = None) -> list[str]:
+def hyrax_overrides(
+    tables: Mapping[str, Any], source: str, chosen: Mapping[str, Any] | None = None
+) -> list[str]:
     """Overrides for a Hyrax-layout config held as nested dicts (a TOML file, or `set_config` values).
 
     `chosen` names the classes already chosen per group, for tables named after a class.
     """
-    chosen = {**(chosen or {}), **{g: tables[g]["name"] for g in COMPONENT_GROUPS
-                                    if isinstance(tables.get(g), Mapping) and tables[g].get("name")}}
+    chosen = {
+        **(chosen or {}),
+        **{
+            g: tables[g]["name"]
+            for g in COMPONENT_GROUPS
+            if isinstance(tables.get(g), Mapping) and tables[g].get("name")
+        },
+    }
     out: list[str] = []
     unused: list[str] = []
     for table, value in tables.items():
@@ -136,16 +159,24 @@ def _split(table: Mapping[str, Any], unused: list[str]) -> list[str]:
 def data_request(request: Mapping[str, Any], unused: list[str] | None = None) -> list[str]:
     """Current Hyrax's `data_request`: its train data set becomes `data_set` (Hyrax splits one data set
     here, so validate/infer requests must name the same class)."""
-    definitions = [(verb, name, d) for verb, group in request.items() if isinstance(group, Mapping)
-                   for name, d in group.items() if isinstance(d, Mapping)]
+    definitions = [
+        (verb, name, d)
+        for verb, group in request.items()
+        if isinstance(group, Mapping)
+        for name, d in group.items()
+        if isinstance(d, Mapping)
+    ]
     if not definitions:
         return []
     verb, _, first = next((x for x in definitions if x[0] == "train"), definitions[0])
     others = {d.get("dataset_class") for _, _, d in definitions} - {first.get("dataset_class")}
     if others:
-        raise HyraxError(f"data_request names several data set classes ({', '.join(sorted(others))} besides "
-                         f"{first.get('dataset_class')}); hyrax-run splits one data set", key="data_request",
-                         fix="name one dataset_class; set the split with train.split.* or data_set.*_size")
+        raise HyraxError(
+            f"data_request names several data set classes ({', '.join(sorted(others))} besides "
+            f"{first.get('dataset_class')}); hyrax-run splits one data set",
+            key="data_request",
+            fix="name one dataset_class; set the split with train.split.* or data_set.*_size",
+        )
     out = [f"data_set={first['dataset_class']}"]
     for key in DATA_REQUEST_KEYS:
         if first.get(key) not in (None, False):
@@ -212,9 +243,12 @@ def _unknown(table: str, source: str) -> HyraxError:
     known = sorted([*COMPONENT_GROUPS, *_SECTIONS, *UNUSED_HYRAX_TABLES])
     close = difflib.get_close_matches(table, known, n=1)
     hint = f" Did you mean [{close[0]}]?" if close else ""
-    return HyraxError(f"{source}: unknown table [{table}].{hint}", key=table,
-                      fix=f"use Hyrax's tables ({', '.join(known)}), or a class's own table named by its "
-                      "full path (\"torch.optim.SGD\") or under its group ([model.MyModel])")
+    return HyraxError(
+        f"{source}: unknown table [{table}].{hint}",
+        key=table,
+        fix=f"use Hyrax's tables ({', '.join(known)}), or a class's own table named by its "
+        'full path ("torch.optim.SGD") or under its group ([model.MyModel])',
+    )
 
 
 _SECTIONS = {

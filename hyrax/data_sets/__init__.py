@@ -42,8 +42,9 @@ class HyraxDataset:
         super().__init_subclass__(**kwargs)
         registry.register("data_set", cls)
 
-    def __init__(self, config: Any = None, metadata_table: Any = None,
-                 object_id_column_name: Optional[str] = None) -> None:
+    def __init__(
+        self, config: Any = None, metadata_table: Any = None, object_id_column_name: Optional[str] = None
+    ) -> None:
         self._config = config
         self._metadata_table = metadata_table
         self._id_column = object_id_column_name
@@ -106,8 +107,11 @@ class HyraxDataset:
         known = self.metadata_fields()
         columns = [f for f in fields if f in known]
         if not columns:
-            raise HyraxError(f"none of the metadata fields {fields} exist in {type(self).__qualname__}",
-                             key="data_set", fix=f"ask for some of: {', '.join(known) or '(no metadata)'}")
+            raise HyraxError(
+                f"none of the metadata fields {fields} exist in {type(self).__qualname__}",
+                key="data_set",
+                fix=f"ask for some of: {', '.join(known) or '(no metadata)'}",
+            )
         return _metadata.rows(self._metadata_table, idxs, columns)
 
 
@@ -126,8 +130,11 @@ class InMemoryDataset(HyraxDataset, torch.utils.data.Dataset):
         if y is not None and len(y) != len(x):
             from hyrax.errors import HyraxError
 
-            raise HyraxError(f"{len(x)} inputs but {len(y)} labels", key="data_set",
-                             fix="give every input exactly one label")
+            raise HyraxError(
+                f"{len(x)} inputs but {len(y)} labels",
+                key="data_set",
+                fix="give every input exactly one label",
+            )
         self.x, self.y = x, y
 
     def __len__(self) -> int:

@@ -27,11 +27,14 @@ def split_indices(n: int, fractions: dict[str, float], seed: int) -> dict[str, n
     order = np.random.default_rng(seed).permutation(n)
     sizes = {s: int(round(fractions.get(s, 0.0) * n)) for s in SPLITS}
     if sizes["validate"] + sizes["test"] > n:
-        raise HyraxError(f"validate and test fractions ask for more than the {n} items",
-                         key="train.split", fix="lower train.split.validate / train.split.test")
+        raise HyraxError(
+            f"validate and test fractions ask for more than the {n} items",
+            key="train.split",
+            fix="lower train.split.validate / train.split.test",
+        )
     sizes["train"] = min(sizes["train"], n - sizes["validate"] - sizes["test"])
     bounds = np.cumsum([0] + [sizes[s] for s in SPLITS])
-    return {s: np.sort(order[bounds[i]:bounds[i + 1]]) for i, s in enumerate(SPLITS)}
+    return {s: np.sort(order[bounds[i] : bounds[i + 1]]) for i, s in enumerate(SPLITS)}
 
 
 def split_of_position(position: int, fractions: dict[str, float], seed: int) -> Optional[str]:
@@ -77,30 +80,51 @@ class Batches:
     `items` is what to read: the data set itself, or its getter view (`items.GetterItems`).
     """
 
-    def __init__(self, items: Any, indices: Optional[np.ndarray], batch_size: int, shuffle: bool,
-                 seed: int, convert: Converter, *, num_workers: int = 0,
-                 iterable_split: Optional[tuple[str, dict[str, float]]] = None,
-                 nan: tuple[Any, float] = (None, 0.05), fast: bool = False,
-                 collate_fn: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        items: Any,
+        indices: Optional[np.ndarray],
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        convert: Converter,
+        *,
+        num_workers: int = 0,
+        iterable_split: Optional[tuple[str, dict[str, float]]] = None,
+        nan: tuple[Any, float] = (None, 0.05),
+        fast: bool = False,
+        collate_fn: Optional[str] = None,
+    ) -> None:
         self.batch_size, self.shuffle, self.convert, self.seed = batch_size, shuffle, convert, seed
         self.items = items
         self.generator = torch.Generator().manual_seed(seed)
         self.tensors = None
         self.empty = (indices is not None and len(indices) == 0) or (
-            iterable_split is not None and iterable_split[0] != "all"
-            and iterable_split[1].get(iterable_split[0], 0.0) <= 0)
+            iterable_split is not None
+            and iterable_split[0] != "all"
+            and iterable_split[1].get(iterable_split[0], 0.0) <= 0
+        )
         if fast and collate_fn is None and isinstance(items, InMemoryDataset):
             index = torch.as_tensor(indices)
             x = apply_nan_mode(items.x[index], *nan)
             self.tensors = (x, None if items.y is None else items.y[index])
             self.size = len(index)
             return
-        source = (_Positions(items, indices) if iterable_split is None
-                  else _IterableSplit(items, iterable_split[0], iterable_split[1], seed))
+        source = (
+            _Positions(items, indices)
+            if iterable_split is None
+            else _IterableSplit(items, iterable_split[0], iterable_split[1], seed)
+        )
         self.size = len(indices) if indices is not None else None
-        self.loader = DataLoader(source, batch_size=batch_size, collate_fn=collate_function(_owner(items), collate_fn),
-                                 shuffle=shuffle and iterable_split is None, generator=self.generator,
-                                 num_workers=num_workers, persistent_workers=num_workers > 0)
+        self.loader = DataLoader(
+            source,
+            batch_size=batch_size,
+            collate_fn=collate_function(_owner(items), collate_fn),
+            shuffle=shuffle and iterable_split is None,
+            generator=self.generator,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+        )
 
     def __len__(self) -> int:
         """Batches per epoch; 0 when unknown (an iterable data set), see `empty` for emptiness."""
@@ -121,11 +145,11 @@ class Batches:
         if self.shuffle:
             order = torch.randperm(n, generator=self.generator)
             for start in range(0, n, bs):
-                idx = order[start:start + bs]
+                idx = order[start : start + bs]
                 yield x[idx] if y is None else (x[idx], y[idx])
         else:
             for start in range(0, n, bs):
-                yield x[start:start + bs] if y is None else (x[start:start + bs], y[start:start + bs])
+                yield x[start : start + bs] if y is None else (x[start : start + bs], y[start : start + bs])
 
 
 def _owner(items: Any) -> Any:

@@ -15,8 +15,15 @@ from hyrax.errors import HyraxError
 class SyntheticClassification(InMemoryDataset):
     """Gaussian clusters, one per class: a task a small model learns within a few epochs."""
 
-    def __init__(self, n_samples: int = 2000, n_features: int = 20, n_classes: int = 4,
-                 noise: float = 3.0, seed: int = 0, config: Any = None) -> None:
+    def __init__(
+        self,
+        n_samples: int = 2000,
+        n_features: int = 20,
+        n_classes: int = 4,
+        noise: float = 3.0,
+        seed: int = 0,
+        config: Any = None,
+    ) -> None:
         g = torch.Generator().manual_seed(seed)
         centers = torch.randn(n_classes, n_features, generator=g) * 2.0
         y = torch.randint(0, n_classes, (n_samples,), generator=g)
@@ -28,8 +35,15 @@ class SyntheticClassification(InMemoryDataset):
 class SyntheticRegression(InMemoryDataset):
     """A noisy linear target over random features."""
 
-    def __init__(self, n_samples: int = 2000, n_features: int = 20, n_targets: int = 1,
-                 noise: float = 0.1, seed: int = 0, config: Any = None) -> None:
+    def __init__(
+        self,
+        n_samples: int = 2000,
+        n_features: int = 20,
+        n_targets: int = 1,
+        noise: float = 0.1,
+        seed: int = 0,
+        config: Any = None,
+    ) -> None:
         g = torch.Generator().manual_seed(seed)
         x = torch.randn(n_samples, n_features, generator=g)
         weights = torch.randn(n_features, n_targets, generator=g)
@@ -40,8 +54,11 @@ class SyntheticRegression(InMemoryDataset):
 def _existing(path: str, key: str) -> Path:
     p = Path(path).expanduser()
     if not p.is_file():
-        raise HyraxError(f"data file '{path}' does not exist (working directory: {Path.cwd()})",
-                         key=key, fix=f"point {key} at an existing file (an absolute path is safest)")
+        raise HyraxError(
+            f"data file '{path}' does not exist (working directory: {Path.cwd()})",
+            key=key,
+            fix=f"point {key} at an existing file (an absolute path is safest)",
+        )
     return p
 
 
@@ -59,16 +76,20 @@ def _pick(arrays: Any, key: Optional[str], config_key: str, path: Path) -> Optio
     if key is None:
         return None
     if key not in arrays:
-        raise HyraxError(f"'{path}' has no array named '{key}' (it has: {', '.join(sorted(arrays))})",
-                         key=config_key, fix=f"set {config_key} to one of those names")
+        raise HyraxError(
+            f"'{path}' has no array named '{key}' (it has: {', '.join(sorted(arrays))})",
+            key=config_key,
+            fix=f"set {config_key} to one of those names",
+        )
     return arrays[key][()]
 
 
 class NumpyDataSet(InMemoryDataset):
     """Arrays from a .npz file (keys `x_key`/`y_key`) or a .npy file of inputs only."""
 
-    def __init__(self, path: str = "???", x_key: str = "x", y_key: Optional[str] = "y",
-                 config: Any = None) -> None:
+    def __init__(
+        self, path: str = "???", x_key: str = "x", y_key: Optional[str] = "y", config: Any = None
+    ) -> None:
         p = _existing(path, "data_set.path")
         if p.suffix == ".npy":
             x, y = np.load(p), None
@@ -82,8 +103,9 @@ class NumpyDataSet(InMemoryDataset):
 class HDF5DataSet(InMemoryDataset):
     """Datasets `x_key`/`y_key` of an HDF5 file, read with h5py."""
 
-    def __init__(self, path: str = "???", x_key: str = "x", y_key: Optional[str] = "y",
-                 config: Any = None) -> None:
+    def __init__(
+        self, path: str = "???", x_key: str = "x", y_key: Optional[str] = "y", config: Any = None
+    ) -> None:
         import h5py
 
         p = _existing(path, "data_set.path")
@@ -96,15 +118,22 @@ class HDF5DataSet(InMemoryDataset):
 class CSVDataSet(InMemoryDataset):
     """Rows of a CSV file with a header: every numeric column but `label_column` is an input."""
 
-    def __init__(self, path: str = "???", label_column: Optional[str] = "label", delimiter: str = ",",
-                 config: Any = None) -> None:
+    def __init__(
+        self,
+        path: str = "???",
+        label_column: Optional[str] = "label",
+        delimiter: str = ",",
+        config: Any = None,
+    ) -> None:
         p = _existing(path, "data_set.path")
         table = np.genfromtxt(p, delimiter=delimiter, names=True, dtype=None, encoding="utf-8")
         columns = list(table.dtype.names or ())
         if label_column is not None and label_column not in columns:
-            raise HyraxError(f"'{p}' has no column '{label_column}' (columns: {', '.join(columns)})",
-                             key="data_set.label_column", fix="set data_set.label_column to one of those, "
-                             "or to null for unlabeled data")
+            raise HyraxError(
+                f"'{p}' has no column '{label_column}' (columns: {', '.join(columns)})",
+                key="data_set.label_column",
+                fix="set data_set.label_column to one of those, or to null for unlabeled data",
+            )
         inputs = [c for c in columns if c != label_column]
         x = np.stack([table[c].astype(np.float32) for c in inputs], axis=1)
         y = table[label_column] if label_column is not None else None

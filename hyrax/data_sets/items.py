@@ -30,13 +30,18 @@ class GetterItems:
     """Items of a data set read through its `get_<field>(idx)` methods, as current Hyrax reads them."""
 
     def __init__(self, data_set: Any, fields: Optional[Sequence[str]], id_field: Optional[str]) -> None:
-        available = sorted(n[4:] for n in dir(data_set) if n.startswith("get_") and callable(getattr(data_set, n)))
+        available = sorted(
+            n[4:] for n in dir(data_set) if n.startswith("get_") and callable(getattr(data_set, n))
+        )
         wanted = list(fields) if fields else available
         missing = [f for f in wanted if f not in available]
         if missing:
-            raise HyraxError(f"{type(data_set).__qualname__} has no get_{missing[0]}() for field '{missing[0]}'"
-                             f" (it has getters for: {', '.join(available) or 'nothing'})",
-                             key="data_set.fields", fix="name fields that have get_<field> methods")
+            raise HyraxError(
+                f"{type(data_set).__qualname__} has no get_{missing[0]}() for field '{missing[0]}'"
+                f" (it has getters for: {', '.join(available) or 'nothing'})",
+                key="data_set.fields",
+                fix="name fields that have get_<field> methods",
+            )
         self.getters = {f: getattr(data_set, f"get_{f}") for f in wanted}
         id_field = id_field or OBJECT_ID
         self.id_getter = getattr(data_set, f"get_{id_field}", None)
@@ -88,15 +93,20 @@ class Batch(dict):
         raise KeyError(key)
 
 
-def collate_function(data_set: Any, configured: Optional[str] = None) -> Callable[[list[tuple[int, Any]]], Any]:
+def collate_function(
+    data_set: Any, configured: Optional[str] = None
+) -> Callable[[list[tuple[int, Any]]], Any]:
     """Collation of `(position, item)` pairs into one batch: `data_loader.collate_fn` when configured (a
     dotted path; it gets the list of items), else the data set's own collate methods, else by field."""
     if configured:
         fn = _import_function(configured)
         return lambda pairs: fn([item for _, item in pairs])
     own = _own_collate(data_set)
-    field_collates = {n[len("collate_"):]: getattr(data_set, n) for n in dir(data_set)
-                      if n.startswith("collate_") and n != "collate_fn" and callable(getattr(data_set, n))}
+    field_collates = {
+        n[len("collate_") :]: getattr(data_set, n)
+        for n in dir(data_set)
+        if n.startswith("collate_") and n != "collate_fn" and callable(getattr(data_set, n))
+    }
 
     def collate(pairs: list[tuple[int, Any]]) -> Any:
         items = [normalize(item, position) for position, item in pairs]
@@ -124,8 +134,11 @@ def _import_function(path: str) -> Callable[[list[Any]], Any]:
 
     fn = import_dotted(path)
     if not callable(fn):
-        raise HyraxError(f"cannot find a collate function '{path}'", key="data_loader.collate_fn",
-                         fix="name a function by its dotted path (mypkg.module.collate), or set it to null")
+        raise HyraxError(
+            f"cannot find a collate function '{path}'",
+            key="data_loader.collate_fn",
+            fix="name a function by its dotted path (mypkg.module.collate), or set it to null",
+        )
     return fn
 
 
@@ -152,8 +165,11 @@ def stack_values(values: list[Any]) -> Any:
     first = values[0]
     if isinstance(first, torch.Tensor):
         shapes = {tuple(v.shape) for v in values if isinstance(v, torch.Tensor)}
-        return torch.stack(values) if len(shapes) == 1 and len(values) == sum(
-            isinstance(v, torch.Tensor) for v in values) else values
+        return (
+            torch.stack(values)
+            if len(shapes) == 1 and len(values) == sum(isinstance(v, torch.Tensor) for v in values)
+            else values
+        )
     if isinstance(first, (np.ndarray, np.generic, int, float, bool)) and not isinstance(first, str):
         try:
             stacked = np.asarray(values)
@@ -172,9 +188,11 @@ def make_converter(model_cls: type, first_item: Any, nan_mode: Any, nan_quantile
     if isinstance(item, Mapping) and to_tensor is None and "image" not in item[DATA]:
         raise HyraxError(
             f"data set items are dicts with fields {sorted(item[DATA])} but no 'image' field, and "
-            f"{model_cls.__qualname__} has no to_tensor", key="model",
+            f"{model_cls.__qualname__} has no to_tensor",
+            key="model",
             fix=f"define @staticmethod to_tensor(data_dict) (or prepare_inputs) on {model_cls.__qualname__} "
-            "(or give items 'image' and 'label' fields)")
+            "(or give items 'image' and 'label' fields)",
+        )
 
     def convert(batch: Any) -> Any:
         if isinstance(batch, Mapping):
@@ -197,8 +215,9 @@ def apply_nan_mode(x: Any, mode: Any, quantile: float = 0.05) -> Any:
         flat = x.reshape(len(x), -1)
         fill = torch.nanquantile(flat, quantile, dim=1, keepdim=True).nan_to_num(0.0)
         return torch.where(torch.isnan(flat), fill, flat).reshape(x.shape)
-    raise HyraxError(f"unknown nan_mode '{mode}'", key="data_set.nan_mode",
-                     fix="use null (or false), zero or quantile")
+    raise HyraxError(
+        f"unknown nan_mode '{mode}'", key="data_set.nan_mode", fix="use null (or false), zero or quantile"
+    )
 
 
 def _image_and_label(data: Mapping[str, Any]) -> Any:

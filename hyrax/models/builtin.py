@@ -28,8 +28,14 @@ def _require_outputs(num_outputs: Optional[int], name: str) -> int:
 class MLP(nn.Module):
     """A multilayer perceptron over flattened inputs."""
 
-    def __init__(self, shape: tuple[int, ...], hidden: int = 64, depth: int = 2, dropout: float = 0.0,
-                 num_outputs: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        hidden: int = 64,
+        depth: int = 2,
+        dropout: float = 0.0,
+        num_outputs: Optional[int] = None,
+    ) -> None:
         super().__init__()
         in_features = math.prod(shape)
         layers: list[nn.Module] = [nn.Flatten()]
@@ -49,8 +55,14 @@ class MLP(nn.Module):
 class CNN(nn.Module):
     """A small convolutional network for images shaped (channels, height, width) or (height, width)."""
 
-    def __init__(self, shape: tuple[int, ...], channels: int = 16, depth: int = 2, hidden: int = 64,
-                 num_outputs: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        channels: int = 16,
+        depth: int = 2,
+        hidden: int = 64,
+        num_outputs: Optional[int] = None,
+    ) -> None:
         super().__init__()
         self.add_channel = len(shape) == 2
         in_channels = 1 if self.add_channel else shape[0]
@@ -59,8 +71,9 @@ class CNN(nn.Module):
             blocks += [nn.Conv2d(in_channels, channels * 2**i, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
             in_channels = channels * 2**i
         self.features = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(),
-                                  nn.Linear(hidden, _require_outputs(num_outputs, "CNN")))
+        self.head = nn.Sequential(
+            nn.Linear(in_channels, hidden), nn.ReLU(), nn.Linear(hidden, _require_outputs(num_outputs, "CNN"))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.add_channel:
@@ -75,8 +88,9 @@ class Linear(nn.Module):
     def __init__(self, shape: tuple[int, ...], num_outputs: Optional[int] = None, bias: bool = True) -> None:
         super().__init__()
         in_features = math.prod(shape)
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, _require_outputs(num_outputs, "Linear"),
-                                                         bias=bias))
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_features, _require_outputs(num_outputs, "Linear"), bias=bias)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -131,8 +131,11 @@ def check_required(group: str, params: Mapping[str, Any]) -> None:
     missing = [k for k, v in params.items() if v == "???"]
     if missing:
         key = f"{group}.{missing[0]}"
-        raise HyraxError(f"required parameter '{missing[0]}' has no value", key=key,
-                         fix=f"add {key}=VALUE to the command line (or to your {group} config)")
+        raise HyraxError(
+            f"required parameter '{missing[0]}' has no value",
+            key=key,
+            fix=f"add {key}=VALUE to the command line (or to your {group} config)",
+        )
 
 
 _SIMPLE = {"int": int, "float": float, "bool": bool, "str": str}
@@ -152,8 +155,11 @@ def check_types(group: str, cls: type, params: Mapping[str, Any]) -> None:
         expected = _expected_type(parameter) if parameter is not None else None
         if expected is not None and value is not None and value != "???" and not _fits(value, expected):
             kind = "a number" if expected is float else f"a value of type {expected.__name__}"
-            raise HyraxError(f"{cls.__qualname__} takes {kind} for '{name}', not {value!r}",
-                             key=f"{group}.{name}", fix=f"give {group}.{name} {kind}")
+            raise HyraxError(
+                f"{cls.__qualname__} takes {kind} for '{name}', not {value!r}",
+                key=f"{group}.{name}",
+                fix=f"give {group}.{name} {kind}",
+            )
 
 
 def _expected_type(parameter: inspect.Parameter) -> Optional[type]:
@@ -176,8 +182,13 @@ def _fits(value: Any, expected: type) -> bool:
     return isinstance(value, expected)
 
 
-def build_model(cls: type, params: Mapping[str, Any], config: Mapping[str, Any], data_sample: Any,
-                shape: Optional[tuple[int, ...]]) -> nn.Module:
+def build_model(
+    cls: type,
+    params: Mapping[str, Any],
+    config: Mapping[str, Any],
+    data_sample: Any,
+    shape: Optional[tuple[int, ...]],
+) -> nn.Module:
     """Construct a model from its config, passing `config`, `data_sample` or `shape` when asked for.
 
     `config` is the read-only view the caller made (it records what the model reads).
@@ -187,8 +198,11 @@ def build_model(cls: type, params: Mapping[str, Any], config: Mapping[str, Any],
     injected = {"config": config, "data_sample": data_sample, "shape": shape}
     model = cls(**constructor_kwargs(cls, params, injected))
     if not isinstance(model, nn.Module):
-        raise HyraxError(f"{cls.__qualname__} is not a torch.nn.Module", key="model",
-                         fix="subclass torch.nn.Module in your model class")
+        raise HyraxError(
+            f"{cls.__qualname__} is not a torch.nn.Module",
+            key="model",
+            fix="subclass torch.nn.Module in your model class",
+        )
     return model
 
 
@@ -196,12 +210,16 @@ def loss_value(result: Any, model: nn.Module) -> torch.Tensor | float:
     """The `"loss"` of a train_step result: a tensor, a float or a per-item list (averaged)."""
     if not isinstance(result, Mapping) or "loss" not in result:
         name = type(model).__qualname__
-        raise HyraxError(f"{name}.train_step returned {type(result).__name__} without a 'loss' key",
-                         key="model", fix=f"return a dict like {{'loss': loss}} from {name}.train_step")
+        raise HyraxError(
+            f"{name}.train_step returned {type(result).__name__} without a 'loss' key",
+            key="model",
+            fix=f"return a dict like {{'loss': loss}} from {name}.train_step",
+        )
     loss = result["loss"]
     if isinstance(loss, (list, tuple)):
-        values = [v.detach().float().mean() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
-                  for v in loss]
+        values = [
+            v.detach().float().mean() if isinstance(v, torch.Tensor) else torch.tensor(float(v)) for v in loss
+        ]
         return torch.stack(values).mean() if values else torch.tensor(float("nan"))
     if isinstance(loss, torch.Tensor):
         return loss.detach().float().mean()

@@ -70,7 +70,9 @@ def build_pruner(config: Optional[Mapping[str, Any]]) -> Any:
 
 
 def _check_packages(cls: type, target: str) -> None:
-    missing = [name for name in _EXTRA_PACKAGES.get(cls.__name__, ()) if importlib.util.find_spec(name) is None]
+    missing = [
+        name for name in _EXTRA_PACKAGES.get(cls.__name__, ()) if importlib.util.find_spec(name) is None
+    ]
     if missing:
         raise ImportError(
             f"The sampler {target} needs the package(s) {', '.join(missing)}, "

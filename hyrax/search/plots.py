@@ -76,7 +76,8 @@ def _write_plots(study: "optuna.Study", out_dir: Path) -> list[Path]:
         if len(params) >= 2 and len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:
             # Seeded: the same study gives the same plot. fANOVA needs scikit-learn (MLflow brings it).
             wanted["param_importances"] = lambda: vis.plot_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+            )
         if params:
             wanted["slice"] = lambda: vis.plot_slice(study)
         if any(t.intermediate_values for t in trials):

@@ -30,7 +30,7 @@ def resolve_storage(storage: Any, sweep_dir: Union[str, Path]) -> StorageSpec:
         return dict(storage)
     storage = str(storage)
     if storage.startswith(SQLITE_PREFIX) and not storage.startswith(SQLITE_PREFIX + "/"):
-        path = storage[len(SQLITE_PREFIX):]
+        path = storage[len(SQLITE_PREFIX) :]
         return storage if path.startswith(":memory:") else SQLITE_PREFIX + str(Path(path).absolute())
     if "://" in storage:
         return storage

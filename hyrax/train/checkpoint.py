@@ -47,8 +47,11 @@ def load(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise HyraxError(f"cannot read checkpoint {path}: {err}", key="ckpt_path",
-                         fix="point at a .pt file written by hyrax-run, or at its run directory") from err
+        raise HyraxError(
+            f"cannot read checkpoint {path}: {err}",
+            key="ckpt_path",
+            fix="point at a .pt file written by hyrax-run, or at its run directory",
+        ) from err
 
 
 def find(path_or_dir: str | Path, prefer: str = BEST) -> Path:
@@ -60,8 +63,11 @@ def find(path_or_dir: str | Path, prefer: str = BEST) -> Path:
     for name in (prefer, LAST, BEST):
         if (folder / name).is_file():
             return folder / name
-    raise HyraxError(f"no checkpoint at '{path_or_dir}'", key="ckpt_path",
-                     fix="give a .pt file or a run directory that has checkpoints/best.pt or last.pt")
+    raise HyraxError(
+        f"no checkpoint at '{path_or_dir}'",
+        key="ckpt_path",
+        fix="give a .pt file or a run directory that has checkpoints/best.pt or last.pt",
+    )
 
 
 def resume_source(resume: str, run_dir: Path) -> Optional[Path]:

@@ -19,7 +19,13 @@ from torch import nn
 
 from hyrax.config import COMPONENT_GROUPS
 from hyrax.errors import HyraxError
-from hyrax.models.contract import build_model, check_required, check_types, constructor_kwargs, inputs_and_labels
+from hyrax.models.contract import (
+    build_model,
+    check_required,
+    check_types,
+    constructor_kwargs,
+    inputs_and_labels,
+)
 from hyrax.reads import ConfigView, was_read
 from hyrax.resolve import locate_target, reserved_keys
 from hyrax.train.data import DataParts, prepare_data
@@ -45,19 +51,28 @@ def pick_device(name: str) -> torch.device:
             return torch.device("cuda")
         mps = getattr(torch.backends, "mps", None)
         return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                 "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+    }
     if not available.get(name.split(":")[0], False):
-        raise HyraxError(f"device '{name}' is not available on this machine", key="train.device",
-                         fix="use train.device=auto or train.device=cpu")
+        raise HyraxError(
+            f"device '{name}' is not available on this machine",
+            key="train.device",
+            fix="use train.device=auto or train.device=cpu",
+        )
     return torch.device(name)
 
 
 def component_params(group: str, node: Mapping[str, Any]) -> dict[str, Any]:
     """The constructor arguments of a component config: everything but Hyrax's keys and class tables."""
     reserved = reserved_keys(group)
-    return {k: v for k, v in node.items()
-            if k not in reserved and not (isinstance(v, Mapping) and k[:1].isupper())}
+    return {
+        k: v
+        for k, v in node.items()
+        if k not in reserved and not (isinstance(v, Mapping) and k[:1].isupper())
+    }
 
 
 def build_component(group: str, node: Optional[Mapping[str, Any]], view: ConfigView, **injected: Any) -> Any:
@@ -77,8 +92,11 @@ def build_component(group: str, node: Optional[Mapping[str, Any]], view: ConfigV
         ours = group in TRAINING_PARTS or "argument" in str(err)
         if not ours:
             raise
-        raise HyraxError(f"{cls.__qualname__} rejected its arguments: {err}", key=group,
-                         fix=f"check the {group}.* values against {cls.__qualname__}'s parameters") from err
+        raise HyraxError(
+            f"{cls.__qualname__} rejected its arguments: {err}",
+            key=group,
+            fix=f"check the {group}.* values against {cls.__qualname__}'s parameters",
+        ) from err
 
 
 def build_data_set(config: Mapping[str, Any], view: Optional[ConfigView] = None) -> Any:
@@ -87,8 +105,9 @@ def build_data_set(config: Mapping[str, Any], view: Optional[ConfigView] = None)
     `general.data_dir`."""
     node = config["data_set"] or {}
     location = node.get("data_location") or (config.get("general") or {}).get("data_dir")
-    return build_component("data_set", node, view or ConfigView(config),
-                           **dict.fromkeys(DATA_LOCATION_PARAMS, location))
+    return build_component(
+        "data_set", node, view or ConfigView(config), **dict.fromkeys(DATA_LOCATION_PARAMS, location)
+    )
 
 
 def model_class(config: Mapping[str, Any]) -> type:
@@ -119,7 +138,9 @@ def sample_shape(data: DataParts, batch_mode: bool) -> Optional[tuple[int, ...]]
     return tuple(x.shape[1:]) if batch_mode else tuple(x.shape)
 
 
-def make_model(config: Mapping[str, Any], data: DataParts, device: torch.device, view: ConfigView) -> nn.Module:
+def make_model(
+    config: Mapping[str, Any], data: DataParts, device: torch.device, view: ConfigView
+) -> nn.Module:
     """Build the model on the data sample; a null `num_outputs` is filled in from the data."""
     params = component_params("model", config["model"])
     if "num_outputs" in params and params["num_outputs"] is None:
@@ -129,30 +150,42 @@ def make_model(config: Mapping[str, Any], data: DataParts, device: torch.device,
         model = build_model(model_class(config), params, view, data.sample, sample_shape(data, batch_mode))
     except (ValueError, IndexError) as err:
         if not batch_mode and "unpack" in str(err):
-            err.add_note("hyrax: data_sample is one item, without the batch axis, as Hyrax's documentation "
-                         "says; a model written for current Hyrax releases (a batch of one) needs "
-                         "train.data_sample=batch")
+            err.add_note(
+                "hyrax: data_sample is one item, without the batch axis, as Hyrax's documentation "
+                "says; a model written for current Hyrax releases (a batch of one) needs "
+                "train.data_sample=batch"
+            )
         raise
     return model.to(device)
 
 
-def attach_training_parts(model: nn.Module, config: Mapping[str, Any], view: ConfigView,
-                          given: Iterable[str] = ()) -> None:
+def attach_training_parts(
+    model: nn.Module, config: Mapping[str, Any], view: ConfigView, given: Iterable[str] = ()
+) -> None:
     """Give the model `criterion`, `optimizer` and `scheduler` built from config, as the contract promises.
 
     A part the model set itself in `__init__` is kept (as Hyrax does): the log says so, and names
     any value the user set for that part, which then does nothing.
     """
     if not any(p.requires_grad for p in model.parameters()):
-        raise HyraxError(f"{type(model).__qualname__} has no trainable parameters", key="model",
-                         fix="pick a model with layers to train")
+        raise HyraxError(
+            f"{type(model).__qualname__} has no trainable parameters",
+            key="model",
+            fix="pick a model with layers to train",
+        )
     name = type(model).__qualname__
     for group in TRAINING_PARTS:
         own = getattr(model, group, None)
         if own is not None:
             unused = sorted(k for k in given if k.split(".")[0] == group)
-            log.info("using %s's own %s (%s); the %s config is not used%s", name, group, type(own).__name__,
-                     group, f": {', '.join(unused)} do nothing" if unused else "")
+            log.info(
+                "using %s's own %s (%s); the %s config is not used%s",
+                name,
+                group,
+                type(own).__name__,
+                group,
+                f": {', '.join(unused)} do nothing" if unused else "",
+            )
             continue
         injected = {"params": model.parameters()} if group == "optimizer" else {}
         if group == "scheduler":
@@ -177,10 +210,13 @@ def check_all_used(config: Mapping[str, Any], given: Iterable[str], reads: set[s
             continue
         close = difflib.get_close_matches(first, sorted(takes), n=1)
         hint = f" Did you mean {group}.{close[0]}?" if close else ""
-        raise HyraxError(f"'{key}' was set, but {cls.__qualname__} has no parameter '{first}' and nothing "
-                         f"read it, so it would do nothing.{hint}", key=key,
-                         fix=f"remove it or spell it as {cls.__qualname__} does "
-                         f"({', '.join(sorted(t for t in takes if t != '**')) or 'no parameters'})")
+        raise HyraxError(
+            f"'{key}' was set, but {cls.__qualname__} has no parameter '{first}' and nothing "
+            f"read it, so it would do nothing.{hint}",
+            key=key,
+            fix=f"remove it or spell it as {cls.__qualname__} does "
+            f"({', '.join(sorted(t for t in takes if t != '**')) or 'no parameters'})",
+        )
 
 
 def _parameter_names(cls: type, group: str) -> set[str]:
@@ -194,8 +230,9 @@ def _parameter_names(cls: type, group: str) -> set[str]:
     return names - INJECTED_PARAMS.get(group, set())
 
 
-def assemble(config: Mapping[str, Any], device: torch.device,
-             given: Iterable[str] = ()) -> tuple[DataParts, nn.Module]:
+def assemble(
+    config: Mapping[str, Any], device: torch.device, given: Iterable[str] = ()
+) -> tuple[DataParts, nn.Module]:
     """Data and model of a run, with the model's criterion, optimizer and scheduler attached, checked
     against each other on a sample; every component key the user set must have been used."""
     from hyrax.train.preflight import preflight

@@ -41,17 +41,24 @@ def split_fractions(config: Mapping[str, Any], n: Optional[int]) -> dict[str, fl
     if not given:
         return dict(config["train"]["split"])
     if any(isinstance(v, int) and not isinstance(v, bool) for v in given.values()) and n is None:
-        raise HyraxError("split sizes given as counts need a data set of known length",
-                         key="data_set.train_size", fix="give the sizes as fractions (0.8) instead")
-    fractions = {s: (v / n if isinstance(v, int) and not isinstance(v, bool) else float(v))
-                 for s, v in given.items()}
+        raise HyraxError(
+            "split sizes given as counts need a data set of known length",
+            key="data_set.train_size",
+            fix="give the sizes as fractions (0.8) instead",
+        )
+    fractions = {
+        s: (v / n if isinstance(v, int) and not isinstance(v, bool) else float(v)) for s, v in given.items()
+    }
     fractions.setdefault("validate", 0.0)
     if "test" not in fractions:
         fractions["test"] = max(0.0, 1.0 - fractions.get("train", 0.25) - fractions["validate"])
     fractions.setdefault("train", max(0.0, 1.0 - fractions["test"] - fractions["validate"]))
     if round(sum(fractions.values()), 5) > 1.0:
-        raise HyraxError(f"the split sizes add up to more than the whole data set: {fractions}",
-                         key="data_set.train_size", fix="lower data_set.train_size/validate_size/test_size")
+        raise HyraxError(
+            f"the split sizes add up to more than the whole data set: {fractions}",
+            key="data_set.train_size",
+            fix="lower data_set.train_size/validate_size/test_size",
+        )
     return fractions
 
 
@@ -71,16 +78,20 @@ def _parameters(cls: type) -> set[str]:
         return set()
 
 
-def prepare_data(config: Mapping[str, Any], data_set: Any, model_cls: type,
-                 reads: Optional[set[str]] = None) -> DataParts:
+def prepare_data(
+    config: Mapping[str, Any], data_set: Any, model_cls: type, reads: Optional[set[str]] = None
+) -> DataParts:
     """Split the data set and make model-ready batches for every split, plus the model's data sample.
 
     `reads` (see `hyrax.reads`) learns that `data_set.seed` was used when it seeds the split.
     """
     train, node = config["train"], config["data_set"] or {}
     iterable = isinstance(data_set, torch.utils.data.IterableDataset)
-    items = GetterItems(data_set, node.get("fields"), node.get("primary_id_field")) \
-        if uses_getters(data_set, node.get("fields")) else data_set
+    items = (
+        GetterItems(data_set, node.get("fields"), node.get("primary_id_field"))
+        if uses_getters(data_set, node.get("fields"))
+        else data_set
+    )
     first = next(iter(items)) if iterable else items[0]
     nan = nan_settings(config)
     convert = make_converter(model_cls, first, *nan)
@@ -94,20 +105,38 @@ def prepare_data(config: Mapping[str, Any], data_set: Any, model_cls: type,
     fast = batched_by_indexing(model_cls)
 
     def batches(split: Optional[str], idx: Any, size: int, workers: int = 0) -> Batches:
-        return Batches(items, idx, size, shuffle and split == "train", seed, convert, num_workers=workers,
-                       iterable_split=(split, fractions) if iterable else None, nan=nan, fast=fast,
-                       collate_fn=loader.get("collate_fn"))
+        return Batches(
+            items,
+            idx,
+            size,
+            shuffle and split == "train",
+            seed,
+            convert,
+            num_workers=workers,
+            iterable_split=(split, fractions) if iterable else None,
+            nan=nan,
+            fast=fast,
+            collate_fn=loader.get("collate_fn"),
+        )
 
-    made = {s: batches(s, idx, batch_size, train["num_workers"] if s == "train" else 0)
-            for s, idx in indices.items()}
+    made = {
+        s: batches(s, idx, batch_size, train["num_workers"] if s == "train" else 0)
+        for s, idx in indices.items()
+    }
     sizes = {s: (len(i) if i is not None else -1) for s, i in indices.items()}
     if made["train"].empty:
-        raise HyraxError("the train split is empty", key="train.split.train",
-                         fix="raise train.split.train or use a larger data set")
+        raise HyraxError(
+            "the train split is empty",
+            key="train.split.train",
+            fix="raise train.split.train or use a larger data set",
+        )
     sample_batch = next(iter(batches("train", _head(indices["train"], 8), 8)), None)
     if sample_batch is None:
-        raise HyraxError("the train split gave no items", key="train.split.train",
-                         fix="check that the data set yields items, or raise train.split.train")
+        raise HyraxError(
+            "the train split gave no items",
+            key="train.split.train",
+            fix="check that the data set yields items, or raise train.split.train",
+        )
     one = next(iter(batches("train", _head(indices["train"], 1), 1)))
     sample = one if train.get("data_sample", "item") == "batch" else strip_batch_axis(one)
     return DataParts(data_set, made, sample, sample_batch, sizes, items)
@@ -136,7 +165,25 @@ def all_items(config: Mapping[str, Any], data: DataParts) -> Batches:
     nan = nan_settings(config)
     collate_fn = (config.get("data_loader") or {}).get("collate_fn")
     if isinstance(data.data_set, torch.utils.data.IterableDataset):
-        return Batches(data.items, None, config["train"]["batch_size"], False, 0, train.convert,
-                       iterable_split=("all", {}), nan=nan, collate_fn=collate_fn)
-    return Batches(data.items, np.arange(len(data.items)), config["train"]["batch_size"], False, 0,
-                   train.convert, nan=nan, fast=train.tensors is not None, collate_fn=collate_fn)
+        return Batches(
+            data.items,
+            None,
+            config["train"]["batch_size"],
+            False,
+            0,
+            train.convert,
+            iterable_split=("all", {}),
+            nan=nan,
+            collate_fn=collate_fn,
+        )
+    return Batches(
+        data.items,
+        np.arange(len(data.items)),
+        config["train"]["batch_size"],
+        False,
+        0,
+        train.convert,
+        nan=nan,
+        fast=train.tensors is not None,
+        collate_fn=collate_fn,
+    )

@@ -35,8 +35,12 @@ def is_classification(output: torch.Tensor, labels: Optional[torch.Tensor]) -> b
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[Any], device: torch.device,
-             step_names: tuple[str, ...] = VALIDATE_NAMES) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[Any],
+    device: torch.device,
+    step_names: tuple[str, ...] = VALIDATE_NAMES,
+) -> dict[str, float]:
     """Mean metrics over `batches`: the model's own step's results (`validate_step`/`validate_batch`,
     or the test spellings for the test split), else loss and, for class labels, accuracy."""
     model.eval()

@@ -55,8 +55,12 @@ class Loop:
             self.batches["train"].set_epoch(epoch)
             metrics = self._train_epoch(epoch)
             if not self.batches["validate"].empty:
-                metrics.update({f"val/{k}": v for k, v in evaluate(self.model, self.batches["validate"],
-                                                                    self.device).items()})
+                metrics.update(
+                    {
+                        f"val/{k}": v
+                        for k, v in evaluate(self.model, self.batches["validate"], self.device).items()
+                    }
+                )
             if monitor is None:
                 monitor, mode = self._monitor(metrics)
             self._step_scheduler(metrics.get(monitor))
@@ -79,9 +83,12 @@ class Loop:
         stopping = self.train_cfg["early_stopping"]
         monitor, mode = stopping["monitor"], stopping["mode"]
         if monitor.startswith("val/") and monitor not in metrics:
-            why = "no validate split" if self.batches["validate"].empty else \
-                f"validation measured no {monitor} (the model has no validate step, and its batches carry no " \
+            why = (
+                "no validate split"
+                if self.batches["validate"].empty
+                else f"validation measured no {monitor} (the model has no validate step, and its batches carry no "
                 "labels its criterion can judge its output against)"
+            )
             log.warning("%s: judging best checkpoints, early stopping and the objective on train/loss", why)
             return "train/loss", "min"
         return monitor, mode
@@ -93,8 +100,13 @@ class Loop:
         total, count, window, window_n, samples = 0.0, 0, 0.0, 0, 0
         extras: dict[str, float] = {}
         started = time.perf_counter()
-        bar = tqdm(self.batches["train"], desc=f"epoch {epoch + 1}", disable=not self.progress,
-                   leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            self.batches["train"],
+            desc=f"epoch {epoch + 1}",
+            disable=not self.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
         model.train()
         for batch in bar:
             batch = to_device(batch, self.device)
@@ -105,25 +117,34 @@ class Loop:
                 loss = loss_value(result, model)
                 for key, value in result.items():
                     if key != "loss":
-                        extras[key] = float(value.detach().float().mean() if torch.is_tensor(value) else value)
+                        extras[key] = float(
+                            value.detach().float().mean() if torch.is_tensor(value) else value
+                        )
             value = float(loss)
             if not math.isfinite(value):
                 raise NonFiniteLossError(
                     f"the training loss became {value} at epoch {epoch + 1}, step {self.state.step + 1}",
-                    key="optimizer.lr", fix="lower optimizer.lr, set train.grad_clip, or check the data "
-                    "for NaNs (data_set.nan_mode=zero); checkpoints so far are kept")
+                    key="optimizer.lr",
+                    fix="lower optimizer.lr, set train.grad_clip, or check the data "
+                    "for NaNs (data_set.nan_mode=zero); checkpoints so far are kept",
+                )
             self.state.step += 1
             samples += batch_length(batch)
             total, count, window, window_n = total + value, count + 1, window + value, window_n + 1
             if self.state.step % every == 0:
-                self.tracker.log_metrics({"train/loss_step": window / window_n,
-                                          **{f"train/{k}": v for k, v in extras.items()}}, self.state.step)
+                self.tracker.log_metrics(
+                    {"train/loss_step": window / window_n, **{f"train/{k}": v for k, v in extras.items()}},
+                    self.state.step,
+                )
                 bar.set_postfix(loss=f"{window / window_n:.4g}", refresh=False)
                 window, window_n = 0.0, 0
         seconds = time.perf_counter() - started
-        return {"train/loss": total / max(count, 1), "samples_per_s": samples / max(seconds, 1e-9),
-                "lr": model.optimizer.param_groups[0]["lr"] if model.optimizer is not None else 0.0,
-                **{f"train/{k}": v for k, v in extras.items()}}
+        return {
+            "train/loss": total / max(count, 1),
+            "samples_per_s": samples / max(seconds, 1e-9),
+            "lr": model.optimizer.param_groups[0]["lr"] if model.optimizer is not None else 0.0,
+            **{f"train/{k}": v for k, v in extras.items()},
+        }
 
     def _default_step(self, batch: Any) -> torch.Tensor:
         model = self.model
@@ -131,9 +152,11 @@ class Loop:
         if y is None:
             from hyrax.errors import HyraxError
 
-            raise HyraxError("the data set has no labels, so the default training step cannot compute a loss",
-                             key="model", fix=f"define train_step(batch) on {type(model).__qualname__}, "
-                             "or use a labeled data set")
+            raise HyraxError(
+                "the data set has no labels, so the default training step cannot compute a loss",
+                key="model",
+                fix=f"define train_step(batch) on {type(model).__qualname__}, or use a labeled data set",
+            )
         loss = model.criterion(model(x), y)
         model.optimizer.zero_grad(set_to_none=True)
         loss.backward()

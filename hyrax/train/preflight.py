@@ -28,9 +28,11 @@ def preflight(model: nn.Module, data: DataParts) -> None:
     except FORWARD_ERRORS as err:
         raise HyraxError(
             f"{name} cannot take the data: a batch {describe_shapes(batch)} failed in forward "
-            f"{_expected_input(model)}: {_first_line(err)}", key="model",
+            f"{_expected_input(model)}: {_first_line(err)}",
+            key="model",
             fix="make the model's input size match the data (see `hyrax-run verb=prepare`), "
-            "or convert items in to_tensor") from err
+            "or convert items in to_tensor",
+        ) from err
     labels = inputs_and_labels(batch)[1]
     if has_own_step(model):
         learn_criterion_fit(model, output, labels)
@@ -50,8 +52,10 @@ def _check_criterion(model: nn.Module, output: Any, y: Any) -> None:
         raise HyraxError(
             f"{type(model).__qualname__}'s output shaped {tuple(output.shape)} does not fit labels shaped "
             f"{tuple(y.shape)} ({y.dtype}) under {type(criterion).__name__}: {_first_line(err)}",
-            key="criterion", fix="pick a criterion that fits the labels (criterion=mse for real-valued "
-            "targets), or set model.num_outputs") from err
+            key="criterion",
+            fix="pick a criterion that fits the labels (criterion=mse for real-valued "
+            "targets), or set model.num_outputs",
+        ) from err
 
 
 def describe_shapes(batch: Any) -> str:

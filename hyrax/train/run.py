@@ -36,9 +36,12 @@ def make_tracker(config: Mapping[str, Any], launch_dir: Path) -> Tracker:
 
 def run_tags(config: Mapping[str, Any], run_dir: Path) -> dict[str, str]:
     """Tags that say what ran where."""
-    tags = {"hyrax.model": str(config["model"]["_target_"]),
-            "hyrax.data_set": str(config["data_set"]["_target_"]),
-            "hyrax.run_dir": str(run_dir.resolve()), **config["mlflow"]["tags"]}
+    tags = {
+        "hyrax.model": str(config["model"]["_target_"]),
+        "hyrax.data_set": str(config["data_set"]["_target_"]),
+        "hyrax.run_dir": str(run_dir.resolve()),
+        **config["mlflow"]["tags"],
+    }
     if config["mlflow"].get("parent_run_id"):
         tags["mlflow.parentRunId"] = config["mlflow"]["parent_run_id"]
     trial = config.get("trial") or {}
@@ -50,8 +53,10 @@ def run_tags(config: Mapping[str, Any], run_dir: Path) -> dict[str, str]:
 def requeued_resume(resume: str) -> str:
     """`train.resume` for this process: a job Slurm requeued (preempted, timed out) resumes itself."""
     if resume == "none" and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
-        log.info("Slurm requeued this job (restart %s): resuming from its last checkpoint",
-                 os.environ["SLURM_RESTART_COUNT"])
+        log.info(
+            "Slurm requeued this job (restart %s): resuming from its last checkpoint",
+            os.environ["SLURM_RESTART_COUNT"],
+        )
         return "auto"
     return resume
 
@@ -73,8 +78,11 @@ def objective(config: Mapping[str, Any], metrics: Mapping[str, float]) -> float 
     names = [_available(n, metrics) for n in ([wanted] if isinstance(wanted, str) else list(wanted))]
     missing = [n for n in names if n not in metrics]
     if missing:
-        raise HyraxError(f"objective metric '{missing[0]}' was not measured (have: {', '.join(sorted(metrics))})",
-                         key="train.objective.metric", fix="name one of the measured metrics")
+        raise HyraxError(
+            f"objective metric '{missing[0]}' was not measured (have: {', '.join(sorted(metrics))})",
+            key="train.objective.metric",
+            fix="name one of the measured metrics",
+        )
     values = [float(metrics[n]) for n in names]
     return values[0] if isinstance(wanted, str) else values
 
@@ -97,8 +105,13 @@ class TrainResult:
     run_dir: Path
 
 
-def train(config: dict[str, Any], run_dir: Path, launch_dir: Path, on_epoch_end: Any = None,
-          given: Sequence[str] = ()) -> TrainResult:
+def train(
+    config: dict[str, Any],
+    run_dir: Path,
+    launch_dir: Path,
+    on_epoch_end: Any = None,
+    given: Sequence[str] = (),
+) -> TrainResult:
     """Train the configured model; the MLflow run ends FINISHED, FAILED or KILLED.
 
     `given` lists the config keys the user set (see `hyrax.train.components.check_all_used`).
@@ -107,8 +120,12 @@ def train(config: dict[str, Any], run_dir: Path, launch_dir: Path, on_epoch_end:
     run_dir, resumed = resolve_resume(config, run_dir)
     tracker = make_tracker(config, launch_dir)
     previous_run = (resumed or {}).get("mlflow_run_id") or _recorded_run_id(run_dir, config)
-    tracker.start(config["mlflow"]["run_name"] or _run_name(run_dir, launch_dir), flatten(config),
-                  run_tags(config, run_dir), previous_run)
+    tracker.start(
+        config["mlflow"]["run_name"] or _run_name(run_dir, launch_dir),
+        flatten(config),
+        run_tags(config, run_dir),
+        previous_run,
+    )
     status = "FAILED"
     try:
         result = _train(config, run_dir, tracker, resumed, on_epoch_end, given)
@@ -144,8 +161,14 @@ def _recorded_run_id(run_dir: Path, config: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
-def _train(config: dict[str, Any], run_dir: Path, tracker: Tracker, resumed: Optional[dict[str, Any]],
-           on_epoch_end: Any, given: Sequence[str]) -> TrainResult:
+def _train(
+    config: dict[str, Any],
+    run_dir: Path,
+    tracker: Tracker,
+    resumed: Optional[dict[str, Any]],
+    on_epoch_end: Any,
+    given: Sequence[str],
+) -> TrainResult:
     train_cfg = config["train"]
     seed_everything(train_cfg["seed"], train_cfg["deterministic"])
     device = pick_device(train_cfg["device"])
@@ -157,8 +180,17 @@ def _train(config: dict[str, Any], run_dir: Path, tracker: Tracker, resumed: Opt
     (run_dir / RUN_INFO).write_text(json.dumps({"mlflow_run_id": run_id}))
     log.info("training %s in %s", type(model).__qualname__, run_dir.resolve())
     progress = train_cfg["progress"] if train_cfg["progress"] is not None else sys.stderr.isatty()
-    loop = Loop(model, data.batches, device, train_cfg, run_dir, tracker,
-                {"config": config, "mlflow_run_id": run_id}, progress, on_epoch_end)
+    loop = Loop(
+        model,
+        data.batches,
+        device,
+        train_cfg,
+        run_dir,
+        tracker,
+        {"config": config, "mlflow_run_id": run_id},
+        progress,
+        on_epoch_end,
+    )
     if resumed is not None:
         loop.restore(resumed)
     state = loop.fit()
@@ -166,7 +198,9 @@ def _train(config: dict[str, Any], run_dir: Path, tracker: Tracker, resumed: Opt
     metrics.update(_final_test(loop, data.batches["test"], run_dir, device))
     value = objective(config, metrics)
     values = [value] if isinstance(value, float) else value
-    named = {"objective": values[0]} if len(values) == 1 else {f"objective_{i}": v for i, v in enumerate(values)}
+    named = (
+        {"objective": values[0]} if len(values) == 1 else {f"objective_{i}": v for i, v in enumerate(values)}
+    )
     tracker.log_metrics({**{k: v for k, v in metrics.items() if k.startswith("test/")}, **named}, state.step)
     _log_artifacts(config, run_dir, tracker)
     return TrainResult(value, model, run_dir)

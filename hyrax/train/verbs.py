@@ -46,21 +46,29 @@ class InferenceResult:
         return self.predictions[where[0]]
 
     def __repr__(self) -> str:
-        return f"InferenceResult({len(self)} predictions shaped {self.predictions.shape[1:]}, path={self.path})"
+        return (
+            f"InferenceResult({len(self)} predictions shaped {self.predictions.shape[1:]}, path={self.path})"
+        )
 
 
 def trained_model(config: Mapping[str, Any], ckpt_path: Optional[str]) -> tuple[Any, Any, torch.device]:
     """Data and model with the weights of the named checkpoint, which must match the configured model."""
     if not ckpt_path:
-        raise HyraxError("no checkpoint named: Hyrax never guesses which weights to use", key="ckpt_path",
-                         fix="add ckpt_path=runs/<run dir> (uses its best checkpoint) or ckpt_path=<file>.pt")
+        raise HyraxError(
+            "no checkpoint named: Hyrax never guesses which weights to use",
+            key="ckpt_path",
+            fix="add ckpt_path=runs/<run dir> (uses its best checkpoint) or ckpt_path=<file>.pt",
+        )
     source = checkpoint.find(ckpt_path)
     state = checkpoint.load(source)
     trained_target = state.get("config", {}).get("model", {}).get("_target_")
     wanted = config["model"]["_target_"]
     if trained_target and locate_target("model", trained_target) is not locate_target("model", wanted):
-        raise HyraxError(f"checkpoint {source} holds a {trained_target}, but the config asks for {wanted}",
-                         key="model", fix=f"run with model={trained_target} or another checkpoint")
+        raise HyraxError(
+            f"checkpoint {source} holds a {trained_target}, but the config asks for {wanted}",
+            key="model",
+            fix=f"run with model={trained_target} or another checkpoint",
+        )
     epochs = state["loop"]["epoch"]
     print(f"Using checkpoint {source.resolve()} (trained {epochs} epoch{'s' if epochs != 1 else ''})")
     device = pick_device(config["train"]["device"])
@@ -69,8 +77,11 @@ def trained_model(config: Mapping[str, Any], ckpt_path: Optional[str]) -> tuple[
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
-        raise HyraxError(f"checkpoint {source} does not fit the configured model: {str(err).splitlines()[0]}",
-                         key="model", fix="use the model settings the checkpoint was trained with") from err
+        raise HyraxError(
+            f"checkpoint {source} does not fit the configured model: {str(err).splitlines()[0]}",
+            key="model",
+            fix="use the model settings the checkpoint was trained with",
+        ) from err
     return data, model, device
 
 
@@ -86,8 +97,11 @@ def infer(config: Mapping[str, Any], run_dir: Path) -> InferenceResult:
     """Predictions of a checkpoint for every item of the data set, saved with their ids as .npy files."""
     data, model, device = trained_model(config, config.get("ckpt_path"))
     outputs = predict(model, all_items(config, data), device)
-    ids = np.asarray([str(i) for i in data.data_set.ids()]) if hasattr(data.data_set, "ids") else \
-        np.asarray([str(i) for i in range(len(outputs))])
+    ids = (
+        np.asarray([str(i) for i in data.data_set.ids()])
+        if hasattr(data.data_set, "ids")
+        else np.asarray([str(i) for i in range(len(outputs))])
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     np.save(run_dir / "predictions.npy", outputs)
     np.save(run_dir / "ids.npy", ids)
@@ -100,7 +114,9 @@ def prepare(config: Mapping[str, Any], run_dir: Path) -> Any:
     data_set = build_data_set(config)
     data = prepare_data(config, data_set, model_class(config))
     length = len(data_set) if hasattr(data_set, "__len__") else "unknown (iterable)"
-    first = next(iter(data.items)) if isinstance(data_set, torch.utils.data.IterableDataset) else data.items[0]
+    first = (
+        next(iter(data.items)) if isinstance(data_set, torch.utils.data.IterableDataset) else data.items[0]
+    )
     print(f"Data set {type(data_set).__qualname__}: {length} items")
     print(f"One item: {describe(first)}")
     print("Splits: " + ", ".join(f"{k}={v if v >= 0 else 'streamed'}" for k, v in data.split_sizes.items()))

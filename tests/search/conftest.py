@@ -22,8 +22,14 @@ class SweepApp:
         self.sweep_dir = workdir / "sweep"
 
     def command(self, *overrides: str, config: str = "quadratic") -> list[str]:
-        return [sys.executable, str(APP), "-m", f"--config-name={config}",
-                f"hydra.sweep.dir={self.sweep_dir}", *overrides]
+        return [
+            sys.executable,
+            str(APP),
+            "-m",
+            f"--config-name={config}",
+            f"hydra.sweep.dir={self.sweep_dir}",
+            *overrides,
+        ]
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -31,17 +37,29 @@ class SweepApp:
         env.pop("HYDRA_FULL_ERROR", None)
         return env
 
-    def run(self, *overrides: str, config: str = "quadratic", check: bool = True,
-            timeout: float = 120) -> subprocess.CompletedProcess:
-        proc = subprocess.run(self.command(*overrides, config=config), cwd=self.workdir, env=self.env(),
-                              capture_output=True, text=True, timeout=timeout)
+    def run(
+        self, *overrides: str, config: str = "quadratic", check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            self.command(*overrides, config=config),
+            cwd=self.workdir,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"app failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc
 
     def popen(self, *overrides: str, config: str = "quadratic") -> subprocess.Popen:
-        return subprocess.Popen(self.command(*overrides, config=config), cwd=self.workdir, env=self.env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            self.command(*overrides, config=config),
+            cwd=self.workdir,
+            env=self.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def study(self, name: str = "quadratic") -> Any:
         """The study in the sweep dir's journal file (the default storage)."""
@@ -49,7 +67,9 @@ class SweepApp:
 
         from hyrax.search.storage import open_storage
 
-        return optuna.load_study(study_name=name, storage=open_storage(str(self.sweep_dir / "optuna.journal")))
+        return optuna.load_study(
+            study_name=name, storage=open_storage(str(self.sweep_dir / "optuna.journal"))
+        )
 
     def results(self) -> dict:
         from omegaconf import OmegaConf

@@ -74,7 +74,8 @@ def test_a_user_preset_in_the_working_directory(tmp_path, monkeypatch) -> None:
     (tmp_path / "sweeps").mkdir()
     (tmp_path / "sweeps" / "mine.yaml").write_text(
         "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n"
-        "hydra:\n  sweeper:\n    n_trials: 3\n    params:\n      optimizer.lr: choice(0.1, 0.01)\n")
+        "hydra:\n  sweeper:\n    n_trials: 3\n    params:\n      optimizer.lr: choice(0.1, 0.01)\n"
+    )
     monkeypatch.chdir(tmp_path)
     cfg = _compose("sweep=mine")
     assert cfg.hydra.sweeper._target_ == SWEEPER and cfg.hydra.sweeper.n_trials == 3
@@ -97,9 +98,17 @@ def test_hyperband_prunes_a_bad_curve_early(hyrax_run, tmp_path) -> None:
     """lr 1e-6 keeps val/loss near log(4); after a good lr 1e-2 trial in the same bracket, it is pruned."""
     sweep_dir, epochs = tmp_path / "sweep", 6
     good, bad = "{optimizer.lr:0.01}", "{optimizer.lr:1e-6}"
-    ok(hyrax_run("-m", "sweep=hyperband", f"hydra.sweep.dir={sweep_dir}", f"train.epochs={epochs}",
-                 "hydra.sweeper.n_trials=4", "optimizer.lr=choice(0.01,1e-6)",
-                 f"hydra.sweeper.enqueue_trials=[{good},{good},{bad},{bad}]"))
+    ok(
+        hyrax_run(
+            "-m",
+            "sweep=hyperband",
+            f"hydra.sweep.dir={sweep_dir}",
+            f"train.epochs={epochs}",
+            "hydra.sweeper.n_trials=4",
+            "optimizer.lr=choice(0.01,1e-6)",
+            f"hydra.sweeper.enqueue_trials=[{good},{good},{bad},{bad}]",
+        )
+    )
     trials = _study(sweep_dir, "hyperband").trials
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert pruned, [(t.state, t.params, t.intermediate_values) for t in trials]

@@ -65,10 +65,14 @@ def test_legacy_search_space_form() -> None:
 
 
 def test_grid_points_follow_python_range_and_reject_continuous() -> None:
-    space = parse_search_space({"x": "choice(a,b)", "y": "range(0,3)", "z": "range(0.0,1.0,step=0.25)",
-                                "w": "int(interval(1,3))"})
+    space = parse_search_space(
+        {"x": "choice(a,b)", "y": "range(0,3)", "z": "range(0.0,1.0,step=0.25)", "w": "int(interval(1,3))"}
+    )
     assert space.grid_search_space() == {
-        "x": ["a", "b"], "y": [0, 1, 2], "z": [0.0, 0.25, 0.5, 0.75], "w": [1, 2, 3],
+        "x": ["a", "b"],
+        "y": [0, 1, 2],
+        "z": [0.0, 0.25, 0.5, 0.75],
+        "w": [1, 2, 3],
     }
     with pytest.raises(ValueError, match="grid sampler needs discrete"):
         parse_search_space({"x": "interval(0.0, 1.0)"}).grid_search_space()
@@ -81,10 +85,30 @@ def test_non_primitive_choices_are_rejected() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [0, -3, 1.5, 1e-5, -2.5e10, float("inf"), True, False, None, "adam", "a b", "it's", "1.5", "true",
-     "null", "/abs/path.journal", "sqlite:////tmp/a.db", "back\\slash", "end\\", "q\\'s",
-     {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 5, "max_resource": "auto"},
-     [1, "two", None]],
+    [
+        0,
+        -3,
+        1.5,
+        1e-5,
+        -2.5e10,
+        float("inf"),
+        True,
+        False,
+        None,
+        "adam",
+        "a b",
+        "it's",
+        "1.5",
+        "true",
+        "null",
+        "/abs/path.journal",
+        "sqlite:////tmp/a.db",
+        "back\\slash",
+        "end\\",
+        "q\\'s",
+        {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 5, "max_resource": "auto"},
+        [1, "two", None],
+    ],
 )
 def test_format_value_round_trips_through_the_override_parser(value: object) -> None:
     override = OverridesParser.create().parse_overrides([f"key={format_value(value)}"])[0]

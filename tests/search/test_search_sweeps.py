@@ -76,17 +76,29 @@ def _wait_for_complete(app, count: int, proc, timeout: float = 60) -> None:
 
 def test_failed_trials_are_told_fail_and_enqueued_trials_run_first(app) -> None:
     enqueued = "[{x:0.5,y:0.0},{x:4.5,y:0.0},{x:-4.5,y:1.0}]"
-    app.run("hydra.sweeper.n_trials=5", "hydra.sweeper.max_failure_rate=0.4", "crash_above=4",
-            "nan_below=-4", f"hydra.sweeper.enqueue_trials={enqueued}", "x=interval(-3,3)")
+    app.run(
+        "hydra.sweeper.n_trials=5",
+        "hydra.sweeper.max_failure_rate=0.4",
+        "crash_above=4",
+        "nan_below=-4",
+        f"hydra.sweeper.enqueue_trials={enqueued}",
+        "x=interval(-3,3)",
+    )
     trials = app.study().trials
     assert [t.params["x"] for t in trials[:3]] == [0.5, 4.5, -4.5]
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL,
-                                         TrialState.COMPLETE, TrialState.COMPLETE]
+    assert [t.state for t in trials] == [
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+    ]
 
 
 def test_exceeding_max_failure_rate_stops_the_sweep(app) -> None:
-    proc = app.run("hydra.sweeper.n_trials=10", "hydra.sweeper.max_failure_rate=0.2", "crash_above=-10",
-                   check=False)
+    proc = app.run(
+        "hydra.sweeper.n_trials=10", "hydra.sweeper.max_failure_rate=0.2", "crash_above=-10", check=False
+    )
     assert proc.returncode != 0
     assert "3 of 3 trials failed in this sweep" in proc.stderr
     assert "max_failure_rate=0.2 of n_trials=10" in proc.stderr
@@ -95,16 +107,28 @@ def test_exceeding_max_failure_rate_stops_the_sweep(app) -> None:
 
 
 def test_grid_stops_when_exhausted(app) -> None:
-    app.run("hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=20", "hydra.sweeper.n_jobs=4",
-            "x=choice(0,1,2)", "y=range(0,2)")
+    app.run(
+        "hydra/sweeper/sampler=grid",
+        "hydra.sweeper.n_trials=20",
+        "hydra.sweeper.n_jobs=4",
+        "x=choice(0,1,2)",
+        "y=range(0,2)",
+    )
     trials = app.study().trials
     assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
-    assert sorted((t.params["x"], t.params["y"]) for t in trials) == [(x, y) for x in range(3) for y in range(2)]
+    assert sorted((t.params["x"], t.params["y"]) for t in trials) == [
+        (x, y) for x in range(3) for y in range(2)
+    ]
 
 
 def test_multi_objective(app) -> None:
-    app.run("objective=multi", "hydra.sweeper.direction=[minimize,minimize]", "hydra/sweeper/sampler=nsgaii",
-            "hydra.sweeper.sampler.population_size=4", "hydra.sweeper.n_trials=8")
+    app.run(
+        "objective=multi",
+        "hydra.sweeper.direction=[minimize,minimize]",
+        "hydra/sweeper/sampler=nsgaii",
+        "hydra.sweeper.sampler.population_size=4",
+        "hydra.sweeper.n_trials=8",
+    )
     study = app.study()
     assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
     assert all(t.state == TrialState.COMPLETE and len(t.values) == 2 for t in study.trials)
@@ -114,8 +138,13 @@ def test_multi_objective(app) -> None:
 
 def test_custom_search_space_and_rdb_storage(app) -> None:
     db = app.workdir / "study.db"
-    app.run("objective=custom", "hydra.sweeper.custom_search_space=__main__.configure",
-            f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.study_name=custom", "hydra.sweeper.n_trials=5")
+    app.run(
+        "objective=custom",
+        "hydra.sweeper.custom_search_space=__main__.configure",
+        f"hydra.sweeper.storage=sqlite:///{db}",
+        "hydra.sweeper.study_name=custom",
+        "hydra.sweeper.n_trials=5",
+    )
     study = optuna.load_study(study_name="custom", storage=f"sqlite:///{db}")
     assert len(study.trials) == 5
     for t in study.trials:
@@ -127,10 +156,18 @@ def test_submitit_runs_trials_in_parallel_and_prunes_across_processes(app) -> No
     """n_jobs=2 on submitit_local: trials 0/1 overlap in time in separate processes; the bad
     curves of trials 2/3 (x=5, x=4) are pruned by the job processes' median pruner."""
     log_file = app.workdir / "events.jsonl"
-    app.run("hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4",
-            "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2", "objective=curve",
-            "epochs=4", "sleep=0.2", f"log_file={log_file}",
-            "hydra.sweeper.enqueue_trials=[{x:0.0},{x:0.1},{x:5.0},{x:4.0}]")
+    app.run(
+        "hydra/launcher=submitit_local",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=4",
+        "hydra/sweeper/pruner=median",
+        "hydra.sweeper.pruner.n_startup_trials=2",
+        "objective=curve",
+        "epochs=4",
+        "sleep=0.2",
+        f"log_file={log_file}",
+        "hydra.sweeper.enqueue_trials=[{x:0.0},{x:0.1},{x:5.0},{x:4.0}]",
+    )
     events = [json.loads(line) for line in log_file.read_text().splitlines()]
     spans = {n: [e["time"] for e in events if e["number"] == n] for n in range(4)}
     pids = {e["number"]: e["pid"] for e in events}

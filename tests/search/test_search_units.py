@@ -35,15 +35,26 @@ def test_plugin_modules_do_not_import_optuna() -> None:
         "import sys, hydra_plugins.hyrax_optuna_sweeper.optuna_sweeper, hyrax.search, hyrax.search.trial;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'optuna'))"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": ""},
+    )
     assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(
     "name, cls",
-    [("tpe", "TPESampler"), ("random", "RandomSampler"), ("nsgaii", "NSGAIISampler"),
-     ("qmc", "QMCSampler"), ("gp", "GPSampler")],
+    [
+        ("tpe", "TPESampler"),
+        ("random", "RandomSampler"),
+        ("nsgaii", "NSGAIISampler"),
+        ("qmc", "QMCSampler"),
+        ("gp", "GPSampler"),
+    ],
 )
 def test_registered_sampler_configs_build(name: str, cls: str) -> None:
     config = _stored("hydra/sweeper/sampler", name)
@@ -59,8 +70,9 @@ def test_grid_sampler_gets_its_grid_and_keeps_its_seed() -> None:
 
 
 def test_gp_sampler_runs_ask_and_tell() -> None:
-    study = optuna.create_study(sampler=build_sampler({"_target_": "optuna.samplers.GPSampler",
-                                                        "seed": 0, "n_startup_trials": 1}))
+    study = optuna.create_study(
+        sampler=build_sampler({"_target_": "optuna.samplers.GPSampler", "seed": 0, "n_startup_trials": 1})
+    )
     dist = {"x": optuna.distributions.FloatDistribution(-2, 2)}
     for _ in range(3):
         trial = study.ask(dist)
@@ -81,8 +93,12 @@ def test_unknown_sampler_target_fails_clearly() -> None:
 
 @pytest.mark.parametrize(
     "name, cls",
-    [("median", "MedianPruner"), ("hyperband", "HyperbandPruner"),
-     ("successive_halving", "SuccessiveHalvingPruner"), ("nop", "NopPruner")],
+    [
+        ("median", "MedianPruner"),
+        ("hyperband", "HyperbandPruner"),
+        ("successive_halving", "SuccessiveHalvingPruner"),
+        ("nop", "NopPruner"),
+    ],
 )
 def test_registered_pruner_configs_build(name: str, cls: str) -> None:
     assert type(build_pruner(_stored("hydra/sweeper/pruner", name))).__name__ == cls
@@ -155,7 +171,10 @@ def test_multi_objective_outcomes() -> None:
 def test_failure_rate_counts_against_n_trials() -> None:
     sweep = _sweep(n_trials=10, max_failure_rate=0.2)
     sweep.launched = 4
-    sweep.failures = [(1, "RuntimeError: boom", RuntimeError("boom")), (3, "the job returned NaN (nan)", None)]
+    sweep.failures = [
+        (1, "RuntimeError: boom", RuntimeError("boom")),
+        (3, "the job returned NaN (nan)", None),
+    ]
     sweep.check_failure_rate()  # 2 of 10 allowed
     sweep.failures.append((4, "x"))
     with pytest.raises(FailureRateExceeded, match=r"3 of 4 trials failed.*\(trial 1\): RuntimeError: boom"):
@@ -163,8 +182,9 @@ def test_failure_rate_counts_against_n_trials() -> None:
 
 
 def _shared_study(tmp_path: Path) -> optuna.Study:
-    return optuna.create_study(study_name="shared", storage=open_storage(str(tmp_path / "s.journal")),
-                               load_if_exists=True)
+    return optuna.create_study(
+        study_name="shared", storage=open_storage(str(tmp_path / "s.journal")), load_if_exists=True
+    )
 
 
 def test_a_trial_just_asked_by_another_sweep_is_left_alone(tmp_path: Path) -> None:
@@ -234,7 +254,10 @@ def test_our_configs_win_over_a_released_plugin_scanned_later(tmp_path: Path) ->
     app = ROOT / "tests" / "search" / "app" / "quadratic.py"
     out = subprocess.run(
         [sys.executable, str(app), "--cfg", "hydra", "-p", "hydra.sweeper._target_"],
-        cwd=tmp_path, capture_output=True, text=True, check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
         env={"PYTHONPATH": f"{ROOT}{':'}{tmp_path}", "PATH": ""},  # the fake is scanned after ours
     )
     assert out.stdout.strip() == "hydra_plugins.hyrax_optuna_sweeper.optuna_sweeper.OptunaSweeper"

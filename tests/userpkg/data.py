@@ -24,8 +24,13 @@ class TelescopeData(HyraxDataset, Dataset):
 
     def __getitem__(self, i):
         x, label = _cluster(i)
-        return {"flux_g": x[:4], "flux_r": x[4:], "mag_g": np.float32(x.mean()), "label": label,
-                "object_id": f"obj{i:04d}"}
+        return {
+            "flux_g": x[:4],
+            "flux_r": x[4:],
+            "mag_g": np.float32(x.mean()),
+            "label": label,
+            "object_id": f"obj{i:04d}",
+        }
 
     def __len__(self):
         return self.n

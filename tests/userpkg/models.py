@@ -126,7 +126,10 @@ class ListLossNet(PlainNet):
 
     def validate_step(self, batch):
         x, y = batch
-        return {"loss": nn.functional.cross_entropy(self(x), y), "top1": (self(x).argmax(1) == y).float().mean()}
+        return {
+            "loss": nn.functional.cross_entropy(self(x), y),
+            "top1": (self(x).argmax(1) == y).float().mean(),
+        }
 
     def infer_batch(self, batch):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch

@@ -1,6 +1,6 @@
 """Tiny Hydra app for the sweeper tests: cheap objectives, optional crash/NaN/sleep/pruning.
 
-    python tests/search/app/quadratic.py -m hydra.sweep.dir=/tmp/s 'x=interval(-5,5)'
+python tests/search/app/quadratic.py -m hydra.sweep.dir=/tmp/s 'x=interval(-5,5)'
 """
 
 from __future__ import annotations
