@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,7 +29,7 @@ def run_verb(
     config: dict[str, Any],
     run_dir: Path,
     launch_dir: Path,
-    on_epoch_end: Optional[Callable[..., None]] = None,
+    on_epoch_end: Callable[..., None] | None = None,
     given: Sequence[str] = (),
 ) -> Any:
     """Run `config["verb"]`: `train` gives a `TrainResult`, `infer` an `InferenceResult`.
@@ -88,7 +88,7 @@ def run(cfg: DictConfig) -> Any:
     return getattr(result, "objective", result)  # a sweeper optimises the objective
 
 
-def epoch_reporter(config: dict[str, Any]) -> Optional[Callable[[int, dict[str, float]], None]]:
+def epoch_reporter(config: dict[str, Any]) -> Callable[[int, dict[str, float]], None] | None:
     """When the job is an Optuna trial, a hook that reports each epoch's objective (so it can be pruned)."""
     trial = config.get("trial") or {}
     if trial.get("number") is None:
@@ -126,13 +126,13 @@ class Hyrax:
     def __init__(
         self,
         overrides: Sequence[str] = (),
-        config_file: Optional[str | os.PathLike] = None,
+        config_file: str | os.PathLike | None = None,
         config_name: str = PRIMARY_CONFIG,
     ) -> None:
         self.launch_dir = Path(os.getcwd())
         self._session = Session(overrides, config_file, config_name)
-        self.last_run_dir: Optional[Path] = None
-        self.objective: Optional[float | list[float]] = None
+        self.last_run_dir: Path | None = None
+        self.objective: float | list[float] | None = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -162,18 +162,18 @@ class Hyrax:
         self.last_run_dir, self.objective = result.run_dir, result.objective
         return result.model
 
-    def _checkpoint(self, ckpt_path: Optional[str]) -> Optional[str]:
+    def _checkpoint(self, ckpt_path: str | None) -> str | None:
         return (
             ckpt_path
             or self.config.get("ckpt_path")
             or (str(self.last_run_dir) if self.last_run_dir else None)
         )
 
-    def test(self, ckpt_path: Optional[str] = None) -> Any:
+    def test(self, ckpt_path: str | None = None) -> Any:
         """Test-split metrics of a checkpoint (default: the run this session just trained)."""
         return self._run("test", ckpt_path=self._checkpoint(ckpt_path))
 
-    def infer(self, ckpt_path: Optional[str] = None) -> Any:
+    def infer(self, ckpt_path: str | None = None) -> Any:
         """Predictions of a checkpoint (default: the run this session just trained) as an indexable
         `InferenceResult` with their ids; `predictions.npy` and `ids.npy` are written too."""
         return self._run("infer", ckpt_path=self._checkpoint(ckpt_path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hyrax.config import PRIMARY_CONFIG, builtin_dir, register_configs
 from hyrax.errors import HyraxError
@@ -94,7 +94,7 @@ def hyrax_arguments(args: list[str]) -> list[str]:
     return rest[:at] + layered([o for o in from_file if override_key(o) not in mine], overrides) + flags_after
 
 
-def _take_config_file(args: list[str]) -> tuple[list[str], Optional[str]]:
+def _take_config_file(args: list[str]) -> tuple[list[str], str | None]:
     """The arguments without `--config-file F` / `-c F`, and F."""
     rest: list[str] = []
     found, i = None, 0

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 log = logging.getLogger("hyrax")
 
@@ -26,7 +27,7 @@ def dead_jobs_as_failures() -> Iterator[None]:
     def results(job: Any) -> list[Any]:
         try:
             return original(job)
-        except Exception as err:  # noqa: BLE001 - any way of not producing a result is a failed job
+        except Exception as err:
             log.error("job %s produced no result: %s", job.job_id, str(err).splitlines()[0])
             return [JobReturn(overrides=[], status=JobStatus.FAILED, _return_value=err)]
 

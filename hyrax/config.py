@@ -11,7 +11,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 PRIMARY_CONFIG = "config"
 COMPONENT_GROUPS = ("model", "data_set", "criterion", "optimizer", "scheduler")
@@ -32,7 +32,7 @@ class EarlyStoppingConfig:
 
     monitor: str = "val/loss"
     mode: str = "min"
-    patience: Optional[int] = None
+    patience: int | None = None
     min_delta: float = 0.0
 
 
@@ -64,13 +64,13 @@ class TrainConfig:
     deterministic: bool = False
     num_workers: int = 0
     split: SplitConfig = field(default_factory=SplitConfig)
-    grad_clip: Optional[float] = None
+    grad_clip: float | None = None
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     resume: Any = "none"  # none | auto | a run dir or .pt file; Hyrax's false means none
     log_every_n_steps: int = 50
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    progress: Optional[bool] = None
+    progress: bool | None = None
     compile: bool = False
     data_sample: str = "item"  # what models get as data_sample: one item (item) or a batch of one (batch)
 
@@ -89,10 +89,10 @@ class GeneralConfig:
 class DataLoaderConfig:
     """Hyrax's `[data_loader]` table: values set here win over their `train.*` twins."""
 
-    batch_size: Optional[int] = None  # train.batch_size when null
-    num_workers: Optional[int] = None  # train.num_workers when null
+    batch_size: int | None = None  # train.batch_size when null
+    num_workers: int | None = None  # train.num_workers when null
     shuffle: bool = True  # shuffle the train split each epoch
-    collate_fn: Optional[str] = None  # a dotted path to a function collating a list of items
+    collate_fn: str | None = None  # a dotted path to a function collating a list of items
 
 
 @dataclass
@@ -100,21 +100,21 @@ class MlflowConfig:
     """Where and how runs are tracked. `tracking_uri` null means MLFLOW_TRACKING_URI or ./mlflow.db."""
 
     enabled: bool = True
-    tracking_uri: Optional[str] = None
+    tracking_uri: str | None = None
     experiment: str = "hyrax"
-    run_name: Optional[str] = None
+    run_name: str | None = None
     log_checkpoint: bool = False
     tags: dict[str, str] = field(default_factory=dict)
-    parent_run_id: Optional[str] = None
+    parent_run_id: str | None = None
 
 
 @dataclass
 class TrialConfig:
     """Set by the Optuna sweeper so that a job can report to its trial (for pruning)."""
 
-    study_name: Optional[str] = None
+    study_name: str | None = None
     storage: Any = None
-    number: Optional[int] = None
+    number: int | None = None
     pruner: Any = None
 
 
@@ -123,7 +123,7 @@ class HyraxConfig:
     """The whole run configuration."""
 
     verb: str = "train"
-    ckpt_path: Optional[str] = None
+    ckpt_path: str | None = None
     model: Any = None
     data_set: Any = None
     criterion: Any = None
@@ -159,7 +159,7 @@ def builtin_dir(name: str) -> Path:
     return installed if installed.is_dir() else package_dir.parent / name
 
 
-def user_dir(name: str) -> Optional[Path]:
+def user_dir(name: str) -> Path | None:
     """The user's own `conf` or `sweeps` folder in the working directory, when there is one."""
     candidate = Path.cwd() / name
     return candidate if candidate.is_dir() else None

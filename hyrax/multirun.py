@@ -12,8 +12,9 @@ import atexit
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -23,7 +24,7 @@ PARENT_FILE = "mlflow_parent.json"
 RESULT_FILES = ("optimization_results.yaml",)
 
 
-def parent_info(sweep_dir: Path) -> Optional[dict[str, str]]:
+def parent_info(sweep_dir: Path) -> dict[str, str] | None:
     """The parent run a job of this sweep belongs to (None when the sweep tracks nothing)."""
     path = sweep_dir / PARENT_FILE
     return json.loads(path.read_text()) if path.is_file() else None
@@ -33,7 +34,7 @@ class MultirunTracking(Callback):
     """Hydra callback: opens the parent run at multirun start, summarises and closes it at the end."""
 
     def __init__(self) -> None:
-        self.info: Optional[dict[str, str]] = None
+        self.info: dict[str, str] | None = None
         self.client: Any = None
         self.ended = False
 
@@ -75,7 +76,7 @@ class MultirunTracking(Callback):
         atexit.register(self._end_if_unfinished)
         log.info("MLflow parent run %s (%s)", self.info["run_id"], uri)
 
-    def _reopened(self, sweep_dir: Path) -> Optional[str]:
+    def _reopened(self, sweep_dir: Path) -> str | None:
         """The parent of an earlier, interrupted run of the same sweep (same sweep dir), reopened."""
         earlier = parent_info(sweep_dir)
         if earlier is None:
@@ -135,7 +136,7 @@ class MultirunTracking(Callback):
                 if child.info.status == "RUNNING":
                     self.client.set_terminated(child.info.run_id, "FAILED")
             self.client.set_terminated(self.info["run_id"], "FAILED")
-        except Exception:  # noqa: BLE001 - best effort while the interpreter exits
+        except Exception:
             pass
 
 
@@ -160,7 +161,7 @@ def attach_job(config: dict[str, Any], sweep_dir: Path, overrides: list[str]) ->
     config["mlflow"]["tags"] = {**config["mlflow"]["tags"], "hyrax.overrides": " ".join(swept)[:5000]}
 
 
-def tag_trial(sweep_dir: Path, number: int, state: str, values: Optional[list[float]]) -> None:
+def tag_trial(sweep_dir: Path, number: int, state: str, values: list[float] | None) -> None:
     """Record an Optuna trial's final state on its child run (a killed job's run is closed as FAILED)."""
     info = parent_info(sweep_dir)
     if info is None:
@@ -170,7 +171,9 @@ def tag_trial(sweep_dir: Path, number: int, state: str, values: Optional[list[fl
     client = client_for(info["tracking_uri"])
     runs = client.search_runs(
         [info["experiment_id"]],
-        filter_string=f"tags.mlflow.parentRunId = '{info['run_id']}' and tags.`hyrax.trial_number` = '{number}'",
+        filter_string=(
+            f"tags.mlflow.parentRunId = '{info['run_id']}' and tags.`hyrax.trial_number` = '{number}'"
+        ),
     )
     for run in runs:
         client.set_tag(run.info.run_id, "hyrax.optuna_state", state)

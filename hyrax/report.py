@@ -7,8 +7,9 @@ import os
 import re
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from hyrax.errors import HyraxError
 
@@ -24,7 +25,7 @@ def run_and_report(func: Callable[[], Any]) -> Any:
     """Run `func`; on failure print one message (bad input, exit 2) or the user's traceback (exit 1)."""
     try:
         return func()
-    except Exception as ex:  # noqa: BLE001 - this is the top-level reporter
+    except Exception as ex:
         if full_error_requested():
             raise
         user_error = as_user_error(ex)
@@ -35,14 +36,14 @@ def run_and_report(func: Callable[[], Any]) -> Any:
         sys.exit(1)
 
 
-def as_user_error(ex: BaseException) -> Optional[HyraxError]:
+def as_user_error(ex: BaseException) -> HyraxError | None:
     """The bad-input error behind `ex` (itself or a cause), or None when user code crashed.
 
     When the bad input sits behind another error (a sweep that stopped because its trials failed),
     that error's first line is kept in front of the message.
     """
     seen: set[int] = set()
-    cause: Optional[BaseException] = ex
+    cause: BaseException | None = ex
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
         found = cause if isinstance(cause, HyraxError) else _from_config_error(cause)
@@ -55,7 +56,7 @@ def as_user_error(ex: BaseException) -> Optional[HyraxError]:
     return None
 
 
-def _from_config_error(ex: BaseException) -> Optional[HyraxError]:
+def _from_config_error(ex: BaseException) -> HyraxError | None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -67,7 +68,7 @@ def _from_config_error(ex: BaseException) -> Optional[HyraxError]:
     return HyraxError(text, key=key, fix=_fix_for(text, key))
 
 
-def _key_from_text(text: str) -> Optional[str]:
+def _key_from_text(text: str) -> str | None:
     match = re.search(r"override '([^']+)'|override ([\w./]+)=|Could not find '([^']+)'", text)
     return next((g for g in match.groups() if g), None) if match else None
 
@@ -84,7 +85,7 @@ def _first_lines(text: str, limit: int = 6) -> str:
     return "\n".join(lines[:limit])
 
 
-def _fix_for(text: str, key: Optional[str]) -> str:
+def _fix_for(text: str, key: str | None) -> str:
     if re.search(r"Key '[^']+' (is )?not in|Key not in config|No match in config", text):
         return _unknown_key_fix(key)
     if "could not be converted" in text or "Value '" in text:
@@ -94,17 +95,18 @@ def _fix_for(text: str, key: Optional[str]) -> str:
     return "correct the override; `hyrax-run --cfg job` prints the whole composed config"
 
 
-def _unknown_key_fix(key: Optional[str]) -> str:
+def _unknown_key_fix(key: str | None) -> str:
     if not key:
         return "check the key's spelling; `hyrax-run --cfg job` lists every key"
-    from hyrax.config import HyraxConfig
     from omegaconf import OmegaConf
+
+    from hyrax.config import HyraxConfig
 
     section, _, leaf = key.rpartition(".")
     try:
         node = OmegaConf.select(OmegaConf.structured(HyraxConfig), section) if section else None
         known = list(node.keys()) if node is not None and hasattr(node, "keys") else []
-    except Exception:  # noqa: BLE001 - suggestions are a courtesy
+    except Exception:
         known = []
     close = difflib.get_close_matches(leaf, known, n=3)
     hint = f" Did you mean {', '.join(f'{section}.{c}' for c in close)}?" if close else ""

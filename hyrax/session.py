@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -50,7 +50,7 @@ class Session:
     def __init__(
         self,
         overrides: Sequence[str],
-        config_file: Optional[str | os.PathLike],
+        config_file: str | os.PathLike | None,
         config_name: str = PRIMARY_CONFIG,
     ) -> None:
         from hyrax.compat.toml_file import default_config_file, toml_overrides
@@ -79,7 +79,7 @@ class Session:
         try:
             with initialize_config_dir(config_dir=str(builtin_dir("conf")), version_base="1.3"):
                 return as_plain(compose(config_name=self.config_name, overrides=overrides))
-        except Exception as err:  # noqa: BLE001 - bad input becomes one HyraxError, crashes stay
+        except Exception as err:
             user_error = as_user_error(err)
             if user_error is None:
                 raise

@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import os
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from hyrax.errors import HyraxError
 from hyrax.locks import sqlite_lock
@@ -22,7 +23,7 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_LENGTH = 6000
 
 
-def tracking_uri(configured: Optional[str], launch_dir: Path) -> str:
+def tracking_uri(configured: str | None, launch_dir: Path) -> str:
     """MLFLOW_TRACKING_URI when set, else the configured URI, else `sqlite:///<launch dir>/mlflow.db`."""
     return (
         os.environ.get("MLFLOW_TRACKING_URI") or configured or f"sqlite:///{launch_dir.resolve()}/mlflow.db"
@@ -91,16 +92,16 @@ class Tracker:
         self.uri, self.experiment, self.launch_dir = uri, experiment, launch_dir
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hyrax-mlflow")
         self._buffer: list[Any] = []
-        self._started: Optional[Future] = None
+        self._started: Future | None = None
         self._pending: list[Future] = []
         self.client: Any = None
 
     def start(
         self,
-        run_name: Optional[str],
+        run_name: str | None,
         params: Mapping[str, str],
         tags: Mapping[str, str],
-        resume_run_id: Optional[str] = None,
+        resume_run_id: str | None = None,
     ) -> None:
         """Open the store and create (or reopen) the run, without waiting for it."""
         self._started = self._pool.submit(self._start, run_name, dict(params), dict(tags), resume_run_id)
@@ -122,10 +123,10 @@ class Tracker:
 
     def _start(
         self,
-        run_name: Optional[str],
+        run_name: str | None,
         params: dict[str, str],
         tags: dict[str, str],
-        resume_run_id: Optional[str],
+        resume_run_id: str | None,
     ) -> str:
         self.client = client_for(self.uri)
         if resume_run_id:
@@ -170,7 +171,7 @@ class Tracker:
 
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
 
-    def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Copy a file into the run's artifacts (in the background)."""
         self._pending.append(
             self._pool.submit(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
@@ -196,7 +197,7 @@ class Tracker:
 class NullTracker(Tracker):
     """Tracking switched off (`mlflow.enabled=false`): every call does nothing."""
 
-    def __init__(self) -> None:  # noqa: D107 - nothing to set up
+    def __init__(self) -> None:
         pass
 
     def start(self, *args: Any, **kwargs: Any) -> None:
@@ -218,7 +219,7 @@ class NullTracker(Tracker):
     def set_tags(self, tags: Mapping[str, str]) -> None:
         return None
 
-    def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         return None
 
     def finish(self, status: str) -> None:

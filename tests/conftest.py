@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from hyraxtest import BIN, hyrax_env
 
 

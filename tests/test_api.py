@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from hyraxtest import mlflow_runs
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -15,8 +16,6 @@ from hyrax import Hyrax, HyraxError
 from hyrax.data_sets import HyraxDataset
 from hyrax.data_sets.batches import split_indices
 from hyrax.models import hyrax_model
-
-from hyraxtest import mlflow_runs
 
 
 @hyrax_model
@@ -82,9 +81,8 @@ def test_inline_classes_by_bare_name():
 
 def test_model_config_is_read_only():
     h = Hyrax(overrides=["model=InlineNet", "data_set=InlineData", "train.epochs=1", "mlflow.enabled=false"])
-    from hyrax.train.components import assemble, pick_device
-
     from hyrax.api import as_plain
+    from hyrax.train.components import assemble, pick_device
 
     _, model = assemble(as_plain(h.config), pick_device("cpu"))
     assert model.config_seen["train"]["epochs"] == 1

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hyraxtest import user_error
 
 from hyrax import Hyrax, HyraxError
-from hyraxtest import user_error
 
 OFF = "mlflow.enabled=false"
 

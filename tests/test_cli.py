@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from hyraxtest import metric_history, mlflow_runs, ok, run_dirs
 
 

@@ -3,14 +3,14 @@ defaults; and the bad input around them: an unknown name or table, a key nothing
 
 from __future__ import annotations
 
+import hyraxlike.data
+import hyraxlike.models  # noqa: F401
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hyraxtest import mlflow_runs, ok, user_error
 
-import hyraxlike.data  # noqa: F401
-import hyraxlike.models  # noqa: F401
 from hyrax import Hyrax, HyraxError
 from hyrax.compat.overrides import render
-from hyraxtest import mlflow_runs, ok, user_error
 
 HYRAX_TOML = """
 [general]

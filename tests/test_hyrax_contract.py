@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
+import hyraxlike.data
+import hyraxlike.models
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hyraxtest import metric_history, mlflow_runs
 from torch import nn
 from torch.utils.data import Dataset, IterableDataset
 
-import hyraxlike.data  # noqa: F401 - registers the classes by bare name
-import hyraxlike.models  # noqa: F401
 from hyrax import Hyrax, HyraxError
 from hyrax.data_sets import HyraxDataset
 from hyrax.data_sets.items import collate_function, normalize
 from hyrax.models import hyrax_model
-from hyraxtest import metric_history, mlflow_runs
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +46,7 @@ def run_of(tmp_path):
 class SampleProbe(nn.Module):
     """Records what Hyrax hands to __init__ and the methods."""
 
-    seen: dict = {}
+    seen: ClassVar[dict] = {}
 
     def __init__(self, config, data_sample, shape):
         super().__init__()
@@ -326,7 +327,7 @@ class May2025Net(nn.Module):
     def to_tensor(batch_dict):
         return [
             torch.cat([torch.as_tensor(g), torch.as_tensor(r)])
-            for g, r in zip(batch_dict["flux_g"], batch_dict["flux_r"])
+            for g, r in zip(batch_dict["flux_g"], batch_dict["flux_r"], strict=True)
         ]
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import math
 
+import hyraxlike.data
+import hyraxlike.models  # noqa: F401
 import numpy as np
 import pytest
-
-import hyraxlike.data  # noqa: F401 - registers the data sets by bare name, as a notebook cell would
-import hyraxlike.models  # noqa: F401
-from hyrax import Hyrax
 from hyraxlike.data import write_csv
 from hyraxtest import metric_history, mlflow_runs, ok
+
+from hyrax import Hyrax
 
 # model, data set, extra settings, whether the loss must fall (the loopback model learns nothing)
 PAIRINGS = [

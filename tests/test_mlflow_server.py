@@ -8,7 +8,6 @@ import time
 import urllib.request
 
 import pytest
-
 from hyraxtest import BIN, ok
 
 
@@ -23,25 +22,26 @@ def server(tmp_path_factory):
     """A real MLflow tracking server with proxied artifacts, stopped after the module."""
     root = tmp_path_factory.mktemp("mlflow_server")
     port = _free_port()
-    proc = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{root}/server.db",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        cwd=root,
-        stdout=open(root / "server.log", "w"),
-        stderr=subprocess.STDOUT,
-    )
+    with open(root / "server.log", "w") as server_log:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--backend-store-uri",
+                f"sqlite:///{root}/server.db",
+                "--artifacts-destination",
+                str(root / "artifacts"),
+                "--workers",
+                "1",
+            ],
+            cwd=root,
+            stdout=server_log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:

@@ -7,7 +7,6 @@ import subprocess
 import time
 
 import torch
-
 from hyraxtest import BIN, hyrax_env, metric_history, mlflow_runs, ok, run_dirs
 
 SLOW = [

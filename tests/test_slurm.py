@@ -19,7 +19,6 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-
 from hyraxtest import BIN, TESTS, hyrax_env, metric_history, mlflow_runs, parent_and_children
 
 ROOT = TESTS.parent
@@ -281,7 +280,7 @@ def test_optuna_trials_on_slurm_prune_each_other_through_the_journal(slurm, run_
 
 
 def logs_of(sweep_dir: Path, num: int, task: str) -> str:
-    """All that job `num` of a sweep (Slurm job `task`) logged: submitit's stdout/stderr and Hydra's job log."""
+    """All that job `num` of a sweep (Slurm job `task`) logged: submitit's output and Hydra's job log."""
     files = sorted([*sweep_dir.glob(f".submitit/{task}/*_log.*"), *(sweep_dir / str(num)).glob("*.log")])
     return "\n".join(f"== {f.name}\n{f.read_text(errors='replace')}" for f in files)
 
@@ -404,7 +403,7 @@ def test_a_dead_job_fails_only_its_own_optuna_trial(slurm, run_env, tmp_path):
     [journal] = tmp_path.rglob("optuna.journal")
     states = {t.params["model"]: t.state.name for t in study_of(str(journal)).get_trials()}
     assert states == {"slurmpkg.SelfKillNet": "FAIL", "userpkg.models.PlainNet": "COMPLETE"}, states
-    [parent], children = parent_and_children(mlflow_runs(tmp_path))
+    [_parent], children = parent_and_children(mlflow_runs(tmp_path))
     assert sorted(c.data.tags["hyrax.optuna_state"] for c in children) == ["COMPLETE", "FAIL"]
     assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
 

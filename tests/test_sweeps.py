@@ -7,7 +7,6 @@ import subprocess
 import time
 
 import optuna
-
 from hyraxtest import BIN, hyrax_env, mlflow_runs, ok, parent_and_children
 
 OPTUNA = ["hydra/sweeper=optuna", "optimizer.lr=tag(log, interval(1e-4, 1e-1))"]

@@ -6,7 +6,7 @@ are imported only when the sweeper is instantiated.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any
 
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
@@ -26,16 +26,16 @@ class OptunaSweeper(Sweeper):
         self,
         sampler: Any,
         direction: Any,
-        storage: Optional[Any],
-        study_name: Optional[str],
+        storage: Any | None,
+        study_name: str | None,
         n_trials: int,
         n_jobs: int,
         max_failure_rate: float = 0.0,
-        search_space: Optional[DictConfig] = None,
-        params: Optional[DictConfig] = None,
-        custom_search_space: Optional[str] = None,
-        pruner: Optional[Any] = None,
-        enqueue_trials: Optional[Any] = None,
+        search_space: DictConfig | None = None,
+        params: DictConfig | None = None,
+        custom_search_space: str | None = None,
+        pruner: Any | None = None,
+        enqueue_trials: Any | None = None,
     ) -> None:
         from hyrax.search.sweeper import OptunaSweep
 
@@ -60,7 +60,7 @@ class OptunaSweeper(Sweeper):
         self.impl.callbacks.append(optuna_callback(config))
         self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
-    def sweep(self, arguments: List[str]) -> Any:
+    def sweep(self, arguments: list[str]) -> Any:
         return self.impl.sweep(arguments)
 
 

@@ -7,9 +7,9 @@ or the user's `sweeps/` folder. Hydra imports this module on every run: keep it 
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
-from typing import List, Optional
 
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.object_type import ObjectType
@@ -86,7 +86,7 @@ class HyraxConfigSource(ConfigSource):
             config=cfg, path=f"file://{os.path.dirname(path)}", provider=self.provider, header=header
         )
 
-    def list(self, config_path: str, results_filter: Optional[ObjectType]) -> List[str]:
+    def list(self, config_path: str, results_filter: ObjectType | None) -> builtins.list[str]:
         if config_path != _SWEEP_GROUP or results_filter == ObjectType.GROUP:
             return []
         from hyrax.config import sweep_names
@@ -94,7 +94,7 @@ class HyraxConfigSource(ConfigSource):
         return [f"{_SWEEP_GROUP}/{n}" for n in sweep_names()]
 
 
-def _sweep_file(name: str) -> Optional[str]:
+def _sweep_file(name: str) -> str | None:
     from hyrax.config import config_dirs
 
     name = name.removesuffix(".yaml")

@@ -168,7 +168,7 @@ def data_request(request: Mapping[str, Any], unused: list[str] | None = None) ->
     ]
     if not definitions:
         return []
-    verb, _, first = next((x for x in definitions if x[0] == "train"), definitions[0])
+    _, _, first = next((x for x in definitions if x[0] == "train"), definitions[0])
     others = {d.get("dataset_class") for _, _, d in definitions} - {first.get("dataset_class")}
     if others:
         raise HyraxError(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from types import MethodType
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ class HyraxDataset:
         registry.register("data_set", cls)
 
     def __init__(
-        self, config: Any = None, metadata_table: Any = None, object_id_column_name: Optional[str] = None
+        self, config: Any = None, metadata_table: Any = None, object_id_column_name: str | None = None
     ) -> None:
         self._config = config
         self._metadata_table = metadata_table
@@ -125,7 +125,7 @@ def _column_getter(col: str) -> Any:
 class InMemoryDataset(HyraxDataset, torch.utils.data.Dataset):
     """A data set held as tensors: Hyrax fetches whole batches by indexing, with no per-item work."""
 
-    def __init__(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, config: Any = None) -> None:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor | None = None, config: Any = None) -> None:
         super().__init__(config)
         if y is not None and len(y) != len(x):
             from hyrax.errors import HyraxError

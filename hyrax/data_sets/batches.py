@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ SPLITS = ("train", "validate", "test")
 def split_indices(n: int, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
     """Disjoint, reproducible index sets for each split of a map-style data set of `n` items."""
     order = np.random.default_rng(seed).permutation(n)
-    sizes = {s: int(round(fractions.get(s, 0.0) * n)) for s in SPLITS}
+    sizes = {s: round(fractions.get(s, 0.0) * n) for s in SPLITS}
     if sizes["validate"] + sizes["test"] > n:
         raise HyraxError(
             f"validate and test fractions ask for more than the {n} items",
@@ -37,7 +37,7 @@ def split_indices(n: int, fractions: dict[str, float], seed: int) -> dict[str, n
     return {s: np.sort(order[bounds[i] : bounds[i + 1]]) for i, s in enumerate(SPLITS)}
 
 
-def split_of_position(position: int, fractions: dict[str, float], seed: int) -> Optional[str]:
+def split_of_position(position: int, fractions: dict[str, float], seed: int) -> str | None:
     """The split an iterable data set's item at `position` belongs to (a seeded hash of the position)."""
     u = ((position * 2654435761 + seed * 40503) % 2**32) / 2**32
     edge = 0.0
@@ -83,17 +83,17 @@ class Batches:
     def __init__(
         self,
         items: Any,
-        indices: Optional[np.ndarray],
+        indices: np.ndarray | None,
         batch_size: int,
         shuffle: bool,
         seed: int,
         convert: Converter,
         *,
         num_workers: int = 0,
-        iterable_split: Optional[tuple[str, dict[str, float]]] = None,
+        iterable_split: tuple[str, dict[str, float]] | None = None,
         nan: tuple[Any, float] = (None, 0.05),
         fast: bool = False,
-        collate_fn: Optional[str] = None,
+        collate_fn: str | None = None,
     ) -> None:
         self.batch_size, self.shuffle, self.convert, self.seed = batch_size, shuffle, convert, seed
         self.items = items

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,7 +62,7 @@ def _existing(path: str, key: str) -> Path:
     return p
 
 
-def _tensors(x: np.ndarray, y: Optional[np.ndarray]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+def _tensors(x: np.ndarray, y: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Inputs as float32; labels as int64 when they are whole numbers, else float32."""
     xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
     if y is None:
@@ -72,7 +72,7 @@ def _tensors(x: np.ndarray, y: Optional[np.ndarray]) -> tuple[torch.Tensor, Opti
     return xt, torch.as_tensor(y.astype(np.int64 if integral else np.float32))
 
 
-def _pick(arrays: Any, key: Optional[str], config_key: str, path: Path) -> Optional[np.ndarray]:
+def _pick(arrays: Any, key: str | None, config_key: str, path: Path) -> np.ndarray | None:
     if key is None:
         return None
     if key not in arrays:
@@ -88,7 +88,7 @@ class NumpyDataSet(InMemoryDataset):
     """Arrays from a .npz file (keys `x_key`/`y_key`) or a .npy file of inputs only."""
 
     def __init__(
-        self, path: str = "???", x_key: str = "x", y_key: Optional[str] = "y", config: Any = None
+        self, path: str = "???", x_key: str = "x", y_key: str | None = "y", config: Any = None
     ) -> None:
         p = _existing(path, "data_set.path")
         if p.suffix == ".npy":
@@ -104,7 +104,7 @@ class HDF5DataSet(InMemoryDataset):
     """Datasets `x_key`/`y_key` of an HDF5 file, read with h5py."""
 
     def __init__(
-        self, path: str = "???", x_key: str = "x", y_key: Optional[str] = "y", config: Any = None
+        self, path: str = "???", x_key: str = "x", y_key: str | None = "y", config: Any = None
     ) -> None:
         import h5py
 
@@ -121,7 +121,7 @@ class CSVDataSet(InMemoryDataset):
     def __init__(
         self,
         path: str = "???",
-        label_column: Optional[str] = "label",
+        label_column: str | None = "label",
         delimiter: str = ",",
         config: Any = None,
     ) -> None:

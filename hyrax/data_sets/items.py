@@ -14,7 +14,7 @@ Hyrax's contract, as its documentation and data sets use it:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ Converter = Callable[[Any], Any]
 class GetterItems:
     """Items of a data set read through its `get_<field>(idx)` methods, as current Hyrax reads them."""
 
-    def __init__(self, data_set: Any, fields: Optional[Sequence[str]], id_field: Optional[str]) -> None:
+    def __init__(self, data_set: Any, fields: Sequence[str] | None, id_field: str | None) -> None:
         available = sorted(
             n[4:] for n in dir(data_set) if n.startswith("get_") and callable(getattr(data_set, n))
         )
@@ -56,7 +56,7 @@ class GetterItems:
         return {DATA: data, OBJECT_ID: object_id}
 
 
-def uses_getters(data_set: Any, fields: Optional[Sequence[str]]) -> bool:
+def uses_getters(data_set: Any, fields: Sequence[str] | None) -> bool:
     """Whether items must come from `get_<field>` methods: fields are named, or `__getitem__` is missing
     or gives nothing (Hyrax's CSV data set returns `{}` there)."""
     if isinstance(data_set, torch.utils.data.IterableDataset):
@@ -94,7 +94,7 @@ class Batch(dict):
 
 
 def collate_function(
-    data_set: Any, configured: Optional[str] = None
+    data_set: Any, configured: str | None = None
 ) -> Callable[[list[tuple[int, Any]]], Any]:
     """Collation of `(position, item)` pairs into one batch: `data_loader.collate_fn` when configured (a
     dotted path; it gets the list of items), else the data set's own collate methods, else by field."""
@@ -142,7 +142,7 @@ def _import_function(path: str) -> Callable[[list[Any]], Any]:
     return fn
 
 
-def _own_collate(data_set: Any) -> Optional[Callable[[list[Any]], Any]]:
+def _own_collate(data_set: Any) -> Callable[[list[Any]], Any] | None:
     for name in ("collate_fn", "collate"):
         fn = getattr(data_set, name, None)
         if callable(fn):

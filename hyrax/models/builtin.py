@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import nn
@@ -12,7 +11,7 @@ from torch import nn
 from hyrax.models import hyrax_model
 
 
-def _require_outputs(num_outputs: Optional[int], name: str) -> int:
+def _require_outputs(num_outputs: int | None, name: str) -> int:
     if num_outputs is None:
         from hyrax.errors import HyraxError
 
@@ -34,7 +33,7 @@ class MLP(nn.Module):
         hidden: int = 64,
         depth: int = 2,
         dropout: float = 0.0,
-        num_outputs: Optional[int] = None,
+        num_outputs: int | None = None,
     ) -> None:
         super().__init__()
         in_features = math.prod(shape)
@@ -61,7 +60,7 @@ class CNN(nn.Module):
         channels: int = 16,
         depth: int = 2,
         hidden: int = 64,
-        num_outputs: Optional[int] = None,
+        num_outputs: int | None = None,
     ) -> None:
         super().__init__()
         self.add_channel = len(shape) == 2
@@ -85,7 +84,7 @@ class CNN(nn.Module):
 class Linear(nn.Module):
     """A single linear layer over flattened inputs (logistic or linear regression)."""
 
-    def __init__(self, shape: tuple[int, ...], num_outputs: Optional[int] = None, bias: bool = True) -> None:
+    def __init__(self, shape: tuple[int, ...], num_outputs: int | None = None, bias: bool = True) -> None:
         super().__init__()
         in_features = math.prod(shape)
         self.net = nn.Sequential(

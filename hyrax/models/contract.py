@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,7 +31,7 @@ _INPUTS_ONLY: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 _CRITERION_MISFITS: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
-def find_method(obj: Any, names: tuple[str, ...]) -> Optional[Callable[..., Any]]:
+def find_method(obj: Any, names: tuple[str, ...]) -> Callable[..., Any] | None:
     """The first of `names` that `obj` (a model or model class) defines itself, not nn.Module."""
     for name in names:
         method = getattr(obj, name, None)
@@ -45,7 +45,7 @@ def has_own_step(model: Any) -> bool:
     return find_method(model, TRAIN_STEP_NAMES) is not None
 
 
-def inputs_and_labels(batch: Any) -> tuple[Any, Optional[torch.Tensor]]:
+def inputs_and_labels(batch: Any) -> tuple[Any, torch.Tensor | None]:
     """Split a model-ready batch into inputs and labels; None for unlabeled data (or an empty label)."""
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         label = batch[1]
@@ -86,7 +86,7 @@ def learn_forward(model: nn.Module, batch: Any) -> Any:
             raise
         try:
             output = model(x)
-        except Exception:  # noqa: BLE001 - the whole-batch error is the one to report
+        except Exception:
             raise whole_failed from None
         _INPUTS_ONLY.add(model)
         return output
@@ -162,7 +162,7 @@ def check_types(group: str, cls: type, params: Mapping[str, Any]) -> None:
             )
 
 
-def _expected_type(parameter: inspect.Parameter) -> Optional[type]:
+def _expected_type(parameter: inspect.Parameter) -> type | None:
     annotation = parameter.annotation
     if isinstance(annotation, str):
         annotation = _SIMPLE.get(annotation)
@@ -187,7 +187,7 @@ def build_model(
     params: Mapping[str, Any],
     config: Mapping[str, Any],
     data_sample: Any,
-    shape: Optional[tuple[int, ...]],
+    shape: tuple[int, ...] | None,
 ) -> nn.Module:
     """Construct a model from its config, passing `config`, `data_sample` or `shape` when asked for.
 

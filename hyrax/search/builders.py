@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -39,7 +40,7 @@ def is_grid_sampler(config: Mapping[str, Any]) -> bool:
 
 def build_sampler(
     config: Mapping[str, Any],
-    grid: Optional[Mapping[str, list[Any]]] = None,
+    grid: Mapping[str, list[Any]] | None = None,
     seed_offset: int = 0,
 ) -> Any:
     """Instantiate a sampler config; ``grid`` is the search space of a ``GridSampler``.
@@ -58,7 +59,7 @@ def build_sampler(
     return instantiate(kwargs)
 
 
-def build_pruner(config: Optional[Mapping[str, Any]]) -> Any:
+def build_pruner(config: Mapping[str, Any] | None) -> Any:
     """Instantiate a pruner config; null (or an empty config) gives ``NopPruner``."""
     import optuna
 

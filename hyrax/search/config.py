@@ -10,7 +10,7 @@ This module is imported by Hydra's plugin scan on every run: it must not import 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -31,15 +31,15 @@ class TPESamplerConfig(SamplerConfig):
     """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.TPESampler.html"""
 
     _target_: str = "optuna.samplers.TPESampler"
-    seed: Optional[int] = None
-    consider_prior: Optional[bool] = None
-    prior_weight: Optional[float] = None
-    consider_magic_clip: Optional[bool] = None
-    consider_endpoints: Optional[bool] = None
+    seed: int | None = None
+    consider_prior: bool | None = None
+    prior_weight: float | None = None
+    consider_magic_clip: bool | None = None
+    consider_endpoints: bool | None = None
     n_startup_trials: int = 10
     n_ei_candidates: int = 24
     multivariate: bool = False
-    warn_independent_sampling: Optional[bool] = None
+    warn_independent_sampling: bool | None = None
 
 
 @dataclass
@@ -47,7 +47,7 @@ class RandomSamplerConfig(SamplerConfig):
     """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.RandomSampler.html"""
 
     _target_: str = "optuna.samplers.RandomSampler"
-    seed: Optional[int] = None
+    seed: int | None = None
 
 
 @dataclass
@@ -58,16 +58,16 @@ class CmaEsSamplerConfig(SamplerConfig):
     """
 
     _target_: str = "optuna.samplers.CmaEsSampler"
-    seed: Optional[int] = None
-    x0: Optional[Dict[str, Any]] = None
-    sigma0: Optional[float] = None
-    independent_sampler: Optional[Any] = None
+    seed: int | None = None
+    x0: dict[str, Any] | None = None
+    sigma0: float | None = None
+    independent_sampler: Any | None = None
     warn_independent_sampling: bool = True
     consider_pruned_trials: bool = False
-    restart_strategy: Optional[Any] = None
+    restart_strategy: Any | None = None
     inc_popsize: int = 2
     use_separable_cma: bool = False
-    source_trials: Optional[Any] = None
+    source_trials: Any | None = None
 
 
 @dataclass
@@ -75,12 +75,12 @@ class NSGAIISamplerConfig(SamplerConfig):
     """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.NSGAIISampler.html"""
 
     _target_: str = "optuna.samplers.NSGAIISampler"
-    seed: Optional[int] = None
+    seed: int | None = None
     population_size: int = 50
-    mutation_prob: Optional[float] = None
+    mutation_prob: float | None = None
     crossover_prob: float = 0.9
     swapping_prob: float = 0.5
-    constraints_func: Optional[Any] = None
+    constraints_func: Any | None = None
 
 
 @dataclass
@@ -92,7 +92,7 @@ class GridSamplerConfig(SamplerConfig):
 
     _target_: str = "optuna.samplers.GridSampler"
     _partial_: bool = True
-    seed: Optional[int] = None
+    seed: int | None = None
 
 
 @dataclass
@@ -100,10 +100,10 @@ class QMCSamplerConfig(SamplerConfig):
     """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.QMCSampler.html"""
 
     _target_: str = "optuna.samplers.QMCSampler"
-    seed: Optional[int] = None
+    seed: int | None = None
     qmc_type: str = "sobol"
     scramble: bool = False
-    independent_sampler: Optional[Any] = None
+    independent_sampler: Any | None = None
     warn_asynchronous_seeding: bool = True
     warn_independent_sampling: bool = True
 
@@ -116,11 +116,11 @@ class GPSamplerConfig(SamplerConfig):
     """
 
     _target_: str = "optuna.samplers.GPSampler"
-    seed: Optional[int] = None
-    independent_sampler: Optional[Any] = None
+    seed: int | None = None
+    independent_sampler: Any | None = None
     n_startup_trials: int = 10
     deterministic_objective: bool = False
-    constraints_func: Optional[Any] = None
+    constraints_func: Any | None = None
     warn_independent_sampling: bool = True
 
 
@@ -169,7 +169,7 @@ class OptunaSweeperConf:
     """Config of ``hydra/sweeper=optuna``; see :class:`hyrax.search.sweeper.OptunaSweep`."""
 
     _target_: str = SWEEPER_TARGET
-    defaults: List[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": None}])
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": None}])
     # Sampler and pruner reach the sweeper as configs: it builds them itself and passes the
     # pruner config on to every job.
     _recursive_: bool = False
@@ -180,9 +180,9 @@ class OptunaSweeperConf:
     direction: Any = "minimize"
     # null: a JournalStorage file in hydra.sweep.dir. A string with "://" is an RDB URL
     # (e.g. sqlite:///example.db), any other string a journal file path; or a _target_ config.
-    storage: Optional[Any] = None
+    storage: Any | None = None
     # null: the Hydra job name.
-    study_name: Optional[str] = None
+    study_name: str | None = None
     # Number of FINISHED trials (complete, pruned or failed) the study should end with.
     n_trials: int = 20
     # Number of trials launched together as one batch.
@@ -190,15 +190,15 @@ class OptunaSweeperConf:
     # The sweep stops once more than max_failure_rate * n_trials trials of this run failed.
     max_failure_rate: float = 0.0
     # Deprecated upstream form of ``params`` ({name: {type, low, high, log, step, choices}}).
-    search_space: Optional[Dict[str, Any]] = None
+    search_space: dict[str, Any] | None = None
     # {name: override sweep string}, e.g. x: interval(0, 1), y: choice(a, b), z: range(1, 10).
-    params: Optional[Dict[str, Any]] = None
+    params: dict[str, Any] | None = None
     # Dotpath to a callable fn(cfg: DictConfig, trial: optuna.trial.Trial) -> None.
-    custom_search_space: Optional[str] = None
+    custom_search_space: str | None = None
     # Pruner ``_target_`` config (config group hydra/sweeper/pruner), rebuilt in every job.
-    pruner: Optional[Any] = None
+    pruner: Any | None = None
     # Param dicts evaluated first (optuna.Study.enqueue_trial), skipped if already in the study.
-    enqueue_trials: Optional[List[Dict[str, Any]]] = None
+    enqueue_trials: list[dict[str, Any]] | None = None
 
 
 _SAMPLERS = {

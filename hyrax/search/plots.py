@@ -25,8 +25,9 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
@@ -38,19 +39,19 @@ PLOTS_DIR = "plots"
 MIN_TRIALS_FOR_IMPORTANCE = 4
 
 
-def write_plots(study: "optuna.Study", out_dir: Path) -> list[Path]:
+def write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     """Write the study's plots as PNG files into ``out_dir``; returns the files written.
 
     Never raises: failures are logged as warnings.
     """
     try:
         return _write_plots(study, Path(out_dir))
-    except Exception as err:  # noqa: BLE001 - plots are a bonus, the sweep's results are not at stake
+    except Exception as err:
         log.warning(f"Could not write the study's plots: {type(err).__name__}: {err}")
         return []
 
 
-def _write_plots(study: "optuna.Study", out_dir: Path) -> list[Path]:
+def _write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     import matplotlib
 
     if "matplotlib.pyplot" not in sys.modules:  # switching later would close the caller's figures
@@ -96,7 +97,7 @@ def _write_plots(study: "optuna.Study", out_dir: Path) -> list[Path]:
                 path = out_dir / f"{name}.png"
                 try:
                     _save(plot(), path)
-                except Exception as err:  # noqa: BLE001 - one broken plot must not stop the others
+                except Exception as err:
                     log.warning(f"Could not plot {name}: {type(err).__name__}: {err}")
                     continue
                 written.append(path)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep, Transformer
@@ -44,7 +45,7 @@ class SearchSpace:
     distributions: dict[str, BaseDistribution] = field(default_factory=dict)
     fixed: dict[str, str] = field(default_factory=dict)
     # Grid points of each discrete parameter (None if it is continuous), for GridSampler.
-    grid: dict[str, Optional[list[Any]]] = field(default_factory=dict)
+    grid: dict[str, list[Any] | None] = field(default_factory=dict)
 
     def grid_search_space(self) -> dict[str, list[Any]]:
         """The ``search_space`` argument of ``optuna.samplers.GridSampler``."""
@@ -58,10 +59,10 @@ class SearchSpace:
 
 
 def parse_search_space(
-    params: Optional[Mapping[str, Any]],
+    params: Mapping[str, Any] | None,
     arguments: Sequence[str] = (),
-    parser: Optional[OverridesParser] = None,
-    legacy: Optional[Mapping[str, Any]] = None,
+    parser: OverridesParser | None = None,
+    legacy: Mapping[str, Any] | None = None,
 ) -> SearchSpace:
     """Parse ``hydra.sweeper.params`` then the command-line ``arguments`` (which win).
 
@@ -88,7 +89,7 @@ def parse_search_space(
     return space
 
 
-def _grid_points(sweep: Any, dist: BaseDistribution) -> Optional[list[Any]]:
+def _grid_points(sweep: Any, dist: BaseDistribution) -> list[Any] | None:
     if isinstance(dist, CategoricalDistribution):
         return list(dist.choices)
     if isinstance(sweep, RangeSweep):  # Python range semantics: stop excluded
@@ -97,12 +98,12 @@ def _grid_points(sweep: Any, dist: BaseDistribution) -> Optional[list[Any]]:
     return points_inclusive(dist)
 
 
-def points_inclusive(dist: BaseDistribution) -> Optional[list[Any]]:
+def points_inclusive(dist: BaseDistribution) -> list[Any] | None:
     """All values of a discrete distribution (None if it is continuous or log-scaled)."""
     if isinstance(dist, CategoricalDistribution):
         return list(dist.choices)
     if isinstance(dist, (IntDistribution, FloatDistribution)) and dist.step is not None and not dist.log:
-        count = int(round((dist.high - dist.low) / dist.step)) + 1
+        count = round((dist.high - dist.low) / dist.step) + 1
         return [_tidy(dist.low + i * dist.step) for i in range(count)]
     return None
 
@@ -118,7 +119,7 @@ def _param_line(key: str, value: Any) -> str:
     return f"{key}={value}"
 
 
-def distribution_from_override(override: Override) -> Optional[BaseDistribution]:
+def distribution_from_override(override: Override) -> BaseDistribution | None:
     """The distribution of a sweep override, or None for a plain (fixed) value."""
     if not override.is_sweep_override():
         return None
@@ -192,7 +193,7 @@ def format_value(value: Any) -> str:
     raise TypeError(f"Cannot render {type(value).__name__} {value!r} as a Hydra override value.")
 
 
-def _escape_quote(match: "re.Match[str]") -> str:
+def _escape_quote(match: re.Match[str]) -> str:
     return match.group(1) * 2 + ("\\'" if match.group(2) else "")
 
 

@@ -11,17 +11,18 @@ A *storage spec* is what the sweeper passes to jobs as ``trial.storage``:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any
 
 from hyrax.locks import SQLITE_PREFIX
 
-StorageSpec = Union[str, Mapping[str, Any]]
+StorageSpec = str | Mapping[str, Any]
 
 JOURNAL_FILE = "optuna.journal"
 
 
-def resolve_storage(storage: Any, sweep_dir: Union[str, Path]) -> StorageSpec:
+def resolve_storage(storage: Any, sweep_dir: str | Path) -> StorageSpec:
     """Normalize the ``storage`` setting: null means a journal file in ``sweep_dir``."""
     storage = _plain(storage)
     if storage is None:

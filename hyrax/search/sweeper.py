@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -45,7 +46,7 @@ from hyrax.search.space import SearchSpace, format_value, parse_search_space
 
 log = logging.getLogger(__name__)
 
-TrialOverrides = Union[Sequence[str], Callable[[Trial], Iterable[str]]]
+TrialOverrides = Sequence[str] | Callable[[Trial], Iterable[str]]
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 RESULTS_FILE = "optimization_results.yaml"
 RETRY_ATTR = "hyrax_retry_of"
@@ -73,16 +74,16 @@ class OptunaSweep:
         sampler: Mapping[str, Any],
         direction: Any = "minimize",
         storage: Any = None,
-        study_name: Optional[str] = None,
+        study_name: str | None = None,
         n_trials: int = 20,
         n_jobs: int = 2,
         max_failure_rate: float = 0.0,
-        params: Optional[Mapping[str, Any]] = None,
-        search_space: Optional[Mapping[str, Any]] = None,
-        custom_search_space: Optional[str] = None,
-        pruner: Optional[Mapping[str, Any]] = None,
-        enqueue_trials: Optional[Sequence[Mapping[str, Any]]] = None,
-        trial_overrides: Optional[TrialOverrides] = None,
+        params: Mapping[str, Any] | None = None,
+        search_space: Mapping[str, Any] | None = None,
+        custom_search_space: str | None = None,
+        pruner: Mapping[str, Any] | None = None,
+        enqueue_trials: Sequence[Mapping[str, Any]] | None = None,
+        trial_overrides: TrialOverrides | None = None,
         callbacks: Sequence[Callback] = (),
     ) -> None:
         if not 0.0 <= max_failure_rate <= 1.0:
@@ -98,7 +99,7 @@ class OptunaSweep:
         self.max_failure_rate = max_failure_rate
         self.params = params
         self.legacy_space = search_space
-        self.custom_search_space: Optional[Callable[[DictConfig, Trial], None]] = (
+        self.custom_search_space: Callable[[DictConfig, Trial], None] | None = (
             get_method(custom_search_space) if custom_search_space else None
         )
         self.pruner_cfg = _plain(pruner) or None
@@ -106,8 +107,8 @@ class OptunaSweep:
         self.trial_overrides = trial_overrides
         self.callbacks = list(callbacks)
 
-        self.config: Optional[DictConfig] = None
-        self.hydra_context: Optional[HydraContext] = None
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
         self.launcher: Any = None
         self.space = SearchSpace()
         self.storage_spec: storage.StorageSpec = ""
@@ -115,7 +116,7 @@ class OptunaSweep:
         self.launched = 0
         self.owner = ""
         self.started = datetime.now()
-        self.failures: list[tuple[int, str, Optional[BaseException]]] = []
+        self.failures: list[tuple[int, str, BaseException | None]] = []
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Keep Hydra's context and build the launcher (Hydra calls this before ``sweep``)."""
@@ -139,7 +140,7 @@ class OptunaSweep:
         while (size := self.next_batch_size(study)) > 0:
             trials = [self.ask(study) for _ in range(size)]
             returns = self.launch(trials)
-            for trial, job_return in zip(trials, returns):
+            for trial, job_return in zip(trials, returns, strict=True):
                 self.tell(study, trial, job_return)
             self.check_failure_rate()
         self.finish(study, sweep_dir)
@@ -306,7 +307,7 @@ class OptunaSweep:
             callback(study, frozen)
         return frozen
 
-    def outcome(self, job_return: JobReturn) -> tuple[TrialState, Optional[list[float]], Optional[str]]:
+    def outcome(self, job_return: JobReturn) -> tuple[TrialState, list[float] | None, str | None]:
         """(state, values, error message) of a job; never re-raises the job's exception."""
         result = job_return._return_value
         if job_return.status == JobStatus.COMPLETED:
@@ -318,7 +319,7 @@ class OptunaSweep:
             return TrialState.FAIL, None, f"{type(result).__name__}: {result}"
         return TrialState.FAIL, None, f"the job did not finish (status {job_return.status.name})"
 
-    def _values(self, result: Any) -> tuple[Optional[list[float]], Optional[str]]:
+    def _values(self, result: Any) -> tuple[list[float] | None, str | None]:
         n = len(self.directions)
         expected = "a float" if n == 1 else f"a list of {n} floats"
         try:
@@ -377,7 +378,7 @@ class OptunaSweep:
         return max(total - len(used), 0)
 
     def _tell(
-        self, study: optuna.Study, number: int, values: Optional[list[float]], state: TrialState
+        self, study: optuna.Study, number: int, values: list[float] | None, state: TrialState
     ) -> FrozenTrial:
         try:
             frozen = study.tell(number, values, state=state, skip_if_finished=True)
@@ -402,7 +403,7 @@ def parse_directions(direction: Any) -> list[str]:
     return names
 
 
-def _best_trial(study: optuna.Study) -> Optional[FrozenTrial]:
+def _best_trial(study: optuna.Study) -> FrozenTrial | None:
     try:
         return study.best_trial
     except ValueError:

@@ -18,7 +18,8 @@ process or machine, as long as it reaches the same storage.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
@@ -31,7 +32,7 @@ TRIAL_KEYS = ("study_name", "storage", "number", "pruner")
 class TrialReporter:
     """Reports intermediate values of one running trial and asks its pruner whether to stop."""
 
-    def __init__(self, trial: "optuna.trial.Trial") -> None:
+    def __init__(self, trial: optuna.trial.Trial) -> None:
         self._trial = trial
         self._multi_objective = len(trial.study.directions) > 1
 
@@ -63,7 +64,7 @@ class TrialReporter:
         self._trial.set_user_attr(key, value)
 
 
-def open_trial(trial_cfg: Optional[Mapping[str, Any]]) -> Optional[TrialReporter]:
+def open_trial(trial_cfg: Mapping[str, Any] | None) -> TrialReporter | None:
     """The reporter for the trial a sweep job runs, or None if the job is not a sweep trial.
 
     ``trial_cfg`` is the job's ``trial`` config section, set by the sweeper. The pruner is

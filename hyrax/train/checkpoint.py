@@ -6,7 +6,7 @@ import os
 import pickle
 import random
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,7 +70,7 @@ def find(path_or_dir: str | Path, prefer: str = BEST) -> Path:
     )
 
 
-def resume_source(resume: str, run_dir: Path) -> Optional[Path]:
+def resume_source(resume: str, run_dir: Path) -> Path | None:
     """The checkpoint `train.resume` asks to continue from: none, this run's last, or a given path."""
     if resume in ("none", "", None):
         return None

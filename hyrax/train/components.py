@@ -11,7 +11,7 @@ import inspect
 import logging
 import random
 from collections.abc import Iterable, Mapping
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ def component_params(group: str, node: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_component(group: str, node: Optional[Mapping[str, Any]], view: ConfigView, **injected: Any) -> Any:
+def build_component(group: str, node: Mapping[str, Any] | None, view: ConfigView, **injected: Any) -> Any:
     """Instantiate the class a component config names; None when its `_target_` is null."""
     if not node or node.get("_target_") is None:
         return None
@@ -99,7 +99,7 @@ def build_component(group: str, node: Optional[Mapping[str, Any]], view: ConfigV
         ) from err
 
 
-def build_data_set(config: Mapping[str, Any], view: Optional[ConfigView] = None) -> Any:
+def build_data_set(config: Mapping[str, Any], view: ConfigView | None = None) -> Any:
     """The data set the config names, given its constructor parameters, the config and, when its
     constructor asks (`data_location`, as Hyrax's data sets do), `data_set.data_location` or
     `general.data_dir`."""
@@ -115,7 +115,7 @@ def model_class(config: Mapping[str, Any]) -> type:
     return locate_target("model", config["model"]["_target_"])
 
 
-def count_outputs(data: DataParts) -> Optional[int]:
+def count_outputs(data: DataParts) -> int | None:
     """How many outputs a model needs for this data: the data set says, or its labels tell."""
     for attribute in ("num_outputs", "num_classes", "n_classes"):
         hint = getattr(data.data_set, attribute, None)
@@ -130,7 +130,7 @@ def count_outputs(data: DataParts) -> Optional[int]:
     return 1 + max(int(inputs_and_labels(batch)[1].max()) for batch in data.batches["train"])
 
 
-def sample_shape(data: DataParts, batch_mode: bool) -> Optional[tuple[int, ...]]:
+def sample_shape(data: DataParts, batch_mode: bool) -> tuple[int, ...] | None:
     """The `shape` older Hyrax models ask for: the shape of one item's inputs."""
     x = inputs_and_labels(data.sample)[0]
     if not isinstance(x, torch.Tensor):

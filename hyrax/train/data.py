@@ -6,7 +6,7 @@ import inspect
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ class DataParts:
     items: Any  # what batches read items from: the data set, or its getter view
 
 
-def split_fractions(config: Mapping[str, Any], n: Optional[int]) -> dict[str, float]:
+def split_fractions(config: Mapping[str, Any], n: int | None) -> dict[str, float]:
     """The split fractions: `train.split`, or Hyrax's `data_set.*_size` (fractions or counts) when given.
 
     As in Hyrax, a size that is not given is what the given ones leave over (validate: none).
@@ -79,7 +79,7 @@ def _parameters(cls: type) -> set[str]:
 
 
 def prepare_data(
-    config: Mapping[str, Any], data_set: Any, model_cls: type, reads: Optional[set[str]] = None
+    config: Mapping[str, Any], data_set: Any, model_cls: type, reads: set[str] | None = None
 ) -> DataParts:
     """Split the data set and make model-ready batches for every split, plus the model's data sample.
 
@@ -104,7 +104,7 @@ def prepare_data(
     batch_size, shuffle = train["batch_size"], loader.get("shuffle", True)
     fast = batched_by_indexing(model_cls)
 
-    def batches(split: Optional[str], idx: Any, size: int, workers: int = 0) -> Batches:
+    def batches(split: str | None, idx: Any, size: int, workers: int = 0) -> Batches:
         return Batches(
             items,
             idx,
@@ -148,7 +148,7 @@ def nan_settings(config: Mapping[str, Any]) -> tuple[Any, float]:
     return node.get("nan_mode"), node.get("nan_quantile", 0.05)
 
 
-def _head(indices: Optional[np.ndarray], n: int) -> Optional[np.ndarray]:
+def _head(indices: np.ndarray | None, n: int) -> np.ndarray | None:
     return None if indices is None else indices[:n]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def is_classification(output: torch.Tensor, labels: Optional[torch.Tensor]) -> bool:
+def is_classification(output: torch.Tensor, labels: torch.Tensor | None) -> bool:
     """Class-index labels against per-class scores: accuracy makes sense."""
     return labels is not None and not torch.is_floating_point(labels) and output.dim() == labels.dim() + 1
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ class LoopState:
 
     epoch: int = 0
     step: int = 0
-    best: Optional[float] = None
+    best: float | None = None
     best_epoch: int = -1
     bad_epochs: int = 0
     best_metrics: dict[str, float] = field(default_factory=dict)
@@ -45,7 +46,7 @@ class Loop:
     tracker: Any
     extra_state: dict[str, Any]
     progress: bool
-    on_epoch_end: Optional[Callable[[int, dict[str, float]], None]] = None
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None
     state: LoopState = field(default_factory=LoopState)
 
     def fit(self) -> LoopState:
@@ -86,8 +87,8 @@ class Loop:
             why = (
                 "no validate split"
                 if self.batches["validate"].empty
-                else f"validation measured no {monitor} (the model has no validate step, and its batches carry no "
-                "labels its criterion can judge its output against)"
+                else f"validation measured no {monitor} (the model has no validate step, and its batches "
+                "carry no labels its criterion can judge its output against)"
             )
             log.warning("%s: judging best checkpoints, early stopping and the objective on train/loss", why)
             return "train/loss", "min"
@@ -165,7 +166,7 @@ class Loop:
         model.optimizer.step()
         return loss.detach()
 
-    def _step_scheduler(self, monitored: Optional[float]) -> None:
+    def _step_scheduler(self, monitored: float | None) -> None:
         scheduler = getattr(self.model, "scheduler", None)
         if scheduler is None:
             return

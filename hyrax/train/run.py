@@ -6,10 +6,10 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -61,7 +61,7 @@ def requeued_resume(resume: str) -> str:
     return resume
 
 
-def resolve_resume(config: Mapping[str, Any], run_dir: Path) -> tuple[Path, Optional[dict[str, Any]]]:
+def resolve_resume(config: Mapping[str, Any], run_dir: Path) -> tuple[Path, dict[str, Any] | None]:
     """The run directory to write to and the checkpoint state to continue from, if any."""
     source = checkpoint.resume_source(config["train"]["resume"], run_dir)
     if source is None:
@@ -153,7 +153,7 @@ def _run_name(run_dir: Path, launch_dir: Path) -> str:
         return run_dir.name
 
 
-def _recorded_run_id(run_dir: Path, config: Mapping[str, Any]) -> Optional[str]:
+def _recorded_run_id(run_dir: Path, config: Mapping[str, Any]) -> str | None:
     """A run restarted in the same directory (Slurm requeue) continues its MLflow run."""
     info = run_dir / RUN_INFO
     if config["train"]["resume"] == "auto" and info.is_file():
@@ -165,7 +165,7 @@ def _train(
     config: dict[str, Any],
     run_dir: Path,
     tracker: Tracker,
-    resumed: Optional[dict[str, Any]],
+    resumed: dict[str, Any] | None,
     on_epoch_end: Any,
     given: Sequence[str],
 ) -> TrainResult:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ class InferenceResult:
         )
 
 
-def trained_model(config: Mapping[str, Any], ckpt_path: Optional[str]) -> tuple[Any, Any, torch.device]:
+def trained_model(config: Mapping[str, Any], ckpt_path: str | None) -> tuple[Any, Any, torch.device]:
     """Data and model with the weights of the named checkpoint, which must match the configured model."""
     if not ckpt_path:
         raise HyraxError(

@@ -13,6 +13,7 @@ import optuna
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hyraxtest import ok
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
@@ -23,7 +24,6 @@ from hyrax.search.plots import write_plots
 from hyrax.search.space import parse_search_space
 from hyrax.search.storage import open_storage
 from hyrax.search.sweeper import RESULTS_FILE
-from hyraxtest import ok
 
 PRESETS = sorted(p.stem for p in builtin_dir("sweeps").glob("*.yaml"))
 SWEEPER = "hydra_plugins.hyrax_optuna_sweeper.optuna_sweeper.OptunaSweeper"
