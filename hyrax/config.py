@@ -147,6 +147,15 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("hyrax.uid", unique_suffix, use_cache=True)
 
 
+def plain(value: Any) -> Any:
+    """A DictConfig/ListConfig as plain dicts and lists (resolved), anything else unchanged."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
 def unique_suffix() -> str:
     """A short random suffix so that two runs started in the same second never share a directory."""
     return f"{os.getpid() % 100000:05d}{secrets.token_hex(2)}"

@@ -16,10 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from hyrax.compat.overrides import given_keys, layered, name_choices, override, override_key
-from hyrax.config import COMPONENT_GROUPS, PRIMARY_CONFIG, builtin_dir, register_configs
+from hyrax.config import COMPONENT_GROUPS, PRIMARY_CONFIG, builtin_dir, plain, register_configs
 from hyrax.errors import HyraxError
 
 log = logging.getLogger("hyrax")
@@ -27,7 +25,7 @@ log = logging.getLogger("hyrax")
 
 def as_plain(cfg: Any) -> dict[str, Any]:
     """The resolved config as plain dicts and lists."""
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    return dict(plain(cfg))
 
 
 class Section(dict):

@@ -1,1 +1,1 @@
-"""Hydra plugin package of Hyrax's Optuna sweeper (``hydra/sweeper=optuna``)."""
+"""Hydra plugin package of Hyrax's Optuna sweeper (`hydra/sweeper=optuna`)."""

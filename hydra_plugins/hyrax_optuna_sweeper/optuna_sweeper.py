@@ -1,7 +1,7 @@
-"""Hydra adapter for :class:`hyrax.search.sweeper.OptunaSweep`, registered as ``hydra/sweeper=optuna``.
+"""Hydra adapter for `hyrax.search.sweeper.OptunaSweep`, registered as `hydra/sweeper=optuna`.
 
 Hydra imports this module on every run, so it must stay cheap: optuna and the sweep logic
-are imported only when the sweeper is instantiated.
+are imported only when the sweeper is set up.
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ register_configs()
 
 
 class OptunaSweeper(Sweeper):
-    """Optuna (ask-and-tell) sweeper; the config schema is :class:`hyrax.search.config.OptunaSweeperConf`."""
+    """Optuna (ask-and-tell) sweeper; the config schema is `hyrax.search.config.OptunaSweeperConf`.
+
+    The settings are checked when the sweep is set up, not here: Hydra would wrap an error raised
+    while it instantiates the sweeper into its own, and the message naming the bad key would be lost.
+    """
 
     def __init__(
         self,
@@ -37,27 +41,27 @@ class OptunaSweeper(Sweeper):
         pruner: Any | None = None,
         enqueue_trials: Any | None = None,
     ) -> None:
-        from hyrax.search.sweeper import OptunaSweep
-
-        self.impl = OptunaSweep(
-            sampler=sampler,
-            direction=direction,
-            storage=storage,
-            study_name=study_name,
-            n_trials=n_trials,
-            n_jobs=n_jobs,
-            max_failure_rate=max_failure_rate,
-            search_space=search_space,
-            params=params,
-            custom_search_space=custom_search_space,
-            pruner=pruner,
-            enqueue_trials=enqueue_trials,
-        )
+        self.settings: dict[str, Any] = {
+            "sampler": sampler,
+            "direction": direction,
+            "storage": storage,
+            "study_name": study_name,
+            "n_trials": n_trials,
+            "n_jobs": n_jobs,
+            "max_failure_rate": max_failure_rate,
+            "search_space": search_space,
+            "params": params,
+            "custom_search_space": custom_search_space,
+            "pruner": pruner,
+            "enqueue_trials": enqueue_trials,
+        }
+        self.impl: Any = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hyrax.multirun import optuna_callback
+        from hyrax.search.sweeper import OptunaSweep
 
-        self.impl.callbacks.append(optuna_callback(config))
+        self.impl = OptunaSweep(**self.settings, callbacks=[optuna_callback(config)])
         self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
@@ -67,7 +71,7 @@ class OptunaSweeper(Sweeper):
 class OptunaSweeperConfigs(SearchPathPlugin):
     """Re-stores the sweeper configs after Hydra's plugin scan, so they win any name clash.
 
-    A released ``hydra-optuna-sweeper`` stores ``hydra/sweeper=optuna`` too; whichever module
+    A released `hydra-optuna-sweeper` stores `hydra/sweeper=optuna` too; whichever module
     the scan imports last would win. Hydra runs search-path plugins after the scan.
     """
 

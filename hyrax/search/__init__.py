@@ -1,7 +1,8 @@
-"""Hyperparameter search for Hyrax: the Optuna sweeper behind ``hydra/sweeper=optuna``.
+"""Hyperparameter search for Hyrax: the Optuna sweeper behind `hydra/sweeper=optuna`.
 
-- :class:`hyrax.search.sweeper.OptunaSweep`: the sweep loop (ask, launch, tell).
-- :func:`hyrax.search.trial.open_trial`: job-side reporting of intermediate values, for pruning.
+- `hyrax.search.sweeper.OptunaSweep`: the sweep loop (ask, launch, tell).
+- `hyrax.search.trial.open_trial`: job-side reporting of intermediate values, for pruning.
+- `hyrax.search.checks.check_sweep`: a sweep config's checks, made before anything is created.
 
 Hydra imports the sweeper plugin (and so this package) on every run: nothing here imports
 optuna until it is used.

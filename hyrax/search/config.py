@@ -1,8 +1,8 @@
-"""Structured config schema of the ``hydra/sweeper=optuna`` sweeper.
+"""Structured config schema of the `hydra/sweeper=optuna` sweeper.
 
-The schema is a drop-in for the one of the released ``hydra-optuna-sweeper`` 1.2/1.3
-(same keys, same sampler config group ``hydra/sweeper/sampler``), plus ``pruner``
-(config group ``hydra/sweeper/pruner``) and ``enqueue_trials``.
+The schema is a drop-in for the one of the released `hydra-optuna-sweeper` 1.2/1.3
+(same keys, same sampler config group `hydra/sweeper/sampler`), plus `pruner`
+(config group `hydra/sweeper/pruner`) and `enqueue_trials`.
 
 This module is imported by Hydra's plugin scan on every run: it must not import optuna.
 """
@@ -21,7 +21,7 @@ PROVIDER = "hyrax_optuna_sweeper"
 
 @dataclass
 class SamplerConfig:
-    """Base of the sampler configs: any ``optuna.samplers`` class given by ``_target_``."""
+    """Base of the sampler configs: any `optuna.samplers` class given by `_target_`."""
 
     _target_: str = MISSING
 
@@ -54,7 +54,7 @@ class RandomSamplerConfig(SamplerConfig):
 class CmaEsSamplerConfig(SamplerConfig):
     """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.CmaEsSampler.html
 
-    Needs the ``cmaes`` package.
+    Needs the `cmaes` package.
     """
 
     _target_: str = "optuna.samplers.CmaEsSampler"
@@ -87,7 +87,7 @@ class NSGAIISamplerConfig(SamplerConfig):
 class GridSamplerConfig(SamplerConfig):
     """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.GridSampler.html
 
-    The grid is built from ``params`` at sweep time (``_partial_`` is kept for compatibility).
+    The grid is built from `params` at sweep time (`_partial_` is kept for compatibility).
     """
 
     _target_: str = "optuna.samplers.GridSampler"
@@ -112,7 +112,7 @@ class QMCSamplerConfig(SamplerConfig):
 class GPSamplerConfig(SamplerConfig):
     """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.GPSampler.html
 
-    Needs ``scipy`` and ``torch``.
+    Needs `scipy` and `torch`.
     """
 
     _target_: str = "optuna.samplers.GPSampler"
@@ -159,14 +159,14 @@ class SuccessiveHalvingPrunerConfig:
 
 @dataclass
 class NopPrunerConfig:
-    """A pruner that never prunes (same as ``pruner: null``)."""
+    """A pruner that never prunes (same as `pruner: null`)."""
 
     _target_: str = "optuna.pruners.NopPruner"
 
 
 @dataclass
 class OptunaSweeperConf:
-    """Config of ``hydra/sweeper=optuna``; see :class:`hyrax.search.sweeper.OptunaSweep`."""
+    """Config of `hydra/sweeper=optuna`; see `hyrax.search.sweeper.OptunaSweep`."""
 
     _target_: str = SWEEPER_TARGET
     defaults: list[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": None}])
@@ -174,7 +174,7 @@ class OptunaSweeperConf:
     # pruner config on to every job.
     _recursive_: bool = False
 
-    # Sampling algorithm, a ``_target_`` config (config group hydra/sweeper/sampler).
+    # Sampling algorithm, a `_target_` config (config group hydra/sweeper/sampler).
     sampler: SamplerConfig = MISSING
     # "minimize" / "maximize", or a list of them for multi-objective optimization.
     direction: Any = "minimize"
@@ -189,13 +189,13 @@ class OptunaSweeperConf:
     n_jobs: int = 2
     # The sweep stops once more than max_failure_rate * n_trials trials of this run failed.
     max_failure_rate: float = 0.0
-    # Deprecated upstream form of ``params`` ({name: {type, low, high, log, step, choices}}).
+    # Deprecated upstream form of `params` ({name: {type, low, high, log, step, choices}}).
     search_space: dict[str, Any] | None = None
     # {name: override sweep string}, e.g. x: interval(0, 1), y: choice(a, b), z: range(1, 10).
     params: dict[str, Any] | None = None
     # Dotpath to a callable fn(cfg: DictConfig, trial: optuna.trial.Trial) -> None.
     custom_search_space: str | None = None
-    # Pruner ``_target_`` config (config group hydra/sweeper/pruner), rebuilt in every job.
+    # Pruner `_target_` config (config group hydra/sweeper/pruner), rebuilt in every job.
     pruner: Any | None = None
     # Param dicts evaluated first (optuna.Study.enqueue_trial), skipped if already in the study.
     enqueue_trials: list[dict[str, Any]] | None = None
@@ -219,10 +219,10 @@ _PRUNERS = {
 
 
 def register_configs() -> None:
-    """Store ``hydra/sweeper=optuna`` and its sampler/pruner groups in Hydra's ConfigStore.
+    """Store `hydra/sweeper=optuna` and its sampler/pruner groups in Hydra's ConfigStore.
 
     Idempotent; called again late in every run so these entries win over a released
-    ``hydra-optuna-sweeper`` that stores the same names.
+    `hydra-optuna-sweeper` that stores the same names.
     """
     cs = ConfigStore.instance()
     cs.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider=PROVIDER)

@@ -1,23 +1,23 @@
-"""PNG plots of a finished study, written into ``<sweep dir>/plots/`` when an Optuna sweep ends.
+"""PNG plots of a finished study, written into `<sweep dir>/plots/` when an Optuna sweep ends.
 
 Single objective:
 
-- ``optimization_history.png``: each trial's value and the best so far;
-- ``param_importances.png``: how much each parameter explains the value (fANOVA, seeded), only
-  with at least 2 parameters and :data:`MIN_TRIALS_FOR_IMPORTANCE` completed trials;
-- ``slice.png``: the value against each parameter;
-- ``intermediate_values.png``: the per-epoch curves, when trials reported any (pruned ones end early).
+- `optimization_history.png`: each trial's value and the best so far;
+- `param_importances.png`: how much each parameter explains the value (fANOVA, seeded), only
+  with at least 2 parameters and `MIN_TRIALS_FOR_IMPORTANCE` completed trials;
+- `slice.png`: the value against each parameter;
+- `intermediate_values.png`: the per-epoch curves, when trials reported any (pruned ones end early).
 
-Multi-objective (2 or 3 objectives): ``pareto_front.png`` instead.
+Multi-objective (2 or 3 objectives): `pareto_front.png` instead.
 
 Plotting never fails a sweep: a plot that cannot be drawn is logged as a warning and skipped.
 matplotlib is imported here only when a sweep ends, with the non-interactive Agg backend.
 
-For an interactive view, `optuna-dashboard <https://github.com/optuna/optuna-dashboard>`_
-(``pip install optuna-dashboard``) reads the study while it runs or afterwards. With the default
-journal storage: ``optuna-dashboard <sweep dir>/optuna.journal`` (a file path is opened as a
-journal file storage); with ``hydra.sweeper.storage=sqlite:///study.db``:
-``optuna-dashboard sqlite:///study.db``.
+For an interactive view, optuna-dashboard (https://github.com/optuna/optuna-dashboard)
+(`pip install optuna-dashboard`) reads the study while it runs or afterwards. With the default
+journal storage: `optuna-dashboard <sweep dir>/optuna.journal` (a file path is opened as a
+journal file storage); with `hydra.sweeper.storage=sqlite:///study.db`:
+`optuna-dashboard sqlite:///study.db`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import optuna
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hyrax")
 
 PLOTS_DIR = "plots"
 # fANOVA on fewer completed trials says little and may fail.
@@ -40,14 +40,14 @@ MIN_TRIALS_FOR_IMPORTANCE = 4
 
 
 def write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
-    """Write the study's plots as PNG files into ``out_dir``; returns the files written.
+    """Write the study's plots as PNG files into `out_dir`; returns the files written.
 
     Never raises: failures are logged as warnings.
     """
     try:
         return _write_plots(study, Path(out_dir))
     except Exception as err:
-        log.warning(f"Could not write the study's plots: {type(err).__name__}: {err}")
+        log.warning("Could not write the study's plots: %s: %s", type(err).__name__, err)
         return []
 
 
@@ -70,7 +70,7 @@ def _write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
         if len(study.directions) in (2, 3):
             wanted["pareto_front"] = lambda: vis.plot_pareto_front(study)
         else:
-            log.info(f"No Pareto front plot for {len(study.directions)} objectives (2 or 3 only).")
+            log.info("No Pareto front plot for %d objectives (2 or 3 only).", len(study.directions))
     else:
         params = {name for t in complete for name in t.params}
         wanted["optimization_history"] = lambda: vis.plot_optimization_history(study)
@@ -98,18 +98,18 @@ def _write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
                 try:
                     _save(plot(), path)
                 except Exception as err:
-                    log.warning(f"Could not plot {name}: {type(err).__name__}: {err}")
+                    log.warning("Could not plot %s: %s: %s", name, type(err).__name__, err)
                     continue
                 written.append(path)
     finally:
         category_log.setLevel(level)
     if written:
-        log.info(f"Plots: {', '.join(p.name for p in written)} in {out_dir}")
+        log.info("Plots: %s in %s", ", ".join(p.name for p in written), out_dir)
     return written
 
 
 def _save(axes: Any, path: Path) -> None:
-    """Save the figure that ``axes`` (an Axes, or an array of them) belongs to, then close it."""
+    """Save the figure that `axes` (an Axes, or an array of them) belongs to, then close it."""
     import matplotlib.pyplot as plt
 
     first = axes.flat[0] if hasattr(axes, "flat") else axes

@@ -1,11 +1,11 @@
 """Where a study lives, shared by the sweep process and its jobs (possibly on other machines).
 
-A *storage spec* is what the sweeper passes to jobs as ``trial.storage``:
+A *storage spec* is what the sweeper passes to jobs as `trial.storage`:
 
-- a string containing ``://``: an RDB URL for ``optuna.storages.RDBStorage``
-  (``sqlite:///relative.db`` is made absolute, since jobs may run in other directories);
-- any other string: a journal file (``JournalStorage(JournalFileBackend(path))``);
-- a mapping with ``_target_``: instantiated by Hydra (e.g. an RDBStorage with engine options).
+- a string containing `://`: an RDB URL for `optuna.storages.RDBStorage`
+  (`sqlite:///relative.db` is made absolute, since jobs may run in other directories);
+- any other string: a journal file (`JournalStorage(JournalFileBackend(path))`);
+- a mapping with `_target_`: instantiated by Hydra (e.g. an RDBStorage with engine options).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hyrax.config import plain
 from hyrax.locks import SQLITE_PREFIX
 
 StorageSpec = str | Mapping[str, Any]
@@ -23,8 +24,8 @@ JOURNAL_FILE = "optuna.journal"
 
 
 def resolve_storage(storage: Any, sweep_dir: str | Path) -> StorageSpec:
-    """Normalize the ``storage`` setting: null means a journal file in ``sweep_dir``."""
-    storage = _plain(storage)
+    """Normalize the `storage` setting: null means a journal file in `sweep_dir`."""
+    storage = plain(storage)
     if storage is None:
         return str(Path(sweep_dir, JOURNAL_FILE).absolute())
     if isinstance(storage, Mapping):
@@ -40,7 +41,7 @@ def resolve_storage(storage: Any, sweep_dir: str | Path) -> StorageSpec:
 
 def open_storage(spec: StorageSpec) -> Any:
     """An Optuna storage (or RDB URL string) for a storage spec."""
-    spec = _plain(spec)
+    spec = plain(spec)
     if isinstance(spec, Mapping):
         from hydra.utils import instantiate
 
@@ -60,15 +61,7 @@ def open_storage(spec: StorageSpec) -> Any:
 
 def describe(spec: StorageSpec) -> str:
     """Human-readable storage spec for logs."""
-    spec = _plain(spec)
+    spec = plain(spec)
     if isinstance(spec, Mapping):
         return str(spec.get("_target_", spec))
     return spec if "://" in spec else f"journal file {spec}"
-
-
-def _plain(value: Any) -> Any:
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value

@@ -1,34 +1,36 @@
-"""The Optuna sweep loop behind ``hydra/sweeper=optuna``: ask a batch, launch it, tell results.
+"""The Optuna sweep loop behind `hydra/sweeper=optuna`: ask a batch, launch it, tell results.
 
 Behaviour beyond the released hydra-optuna-sweeper:
 
-- Persistent by default: with ``storage: null`` the study lives in a journal file
-  ``<hydra.sweep.dir>/optuna.journal`` and is always opened with ``load_if_exists``.
-  ``n_trials`` is the number of FINISHED trials (complete, pruned or failed) the study should
+- A bad sweep config (search space, sampler, pruner, direction, ...) is one `HyraxError` naming its
+  key, raised before the sweep dir or the study exist (see `hyrax.search.checks`).
+- Persistent by default: with `storage: null` the study lives in a journal file
+  `<hydra.sweep.dir>/optuna.journal` and is always opened with `load_if_exists`.
+  `n_trials` is the number of FINISHED trials (complete, pruned or failed) the study should
   end with, so re-running the same command after a crash continues the study. The default
-  ``hydra.sweep.dir`` contains a timestamp: to resume, re-run with the same
-  ``hydra.sweep.dir=...`` (or a fixed ``storage``/``study_name``). Trials a dead sweep left
+  `hydra.sweep.dir` contains a timestamp: to resume, re-run with the same
+  `hydra.sweep.dir=...` (or a fixed `storage`/`study_name`). Trials a dead sweep left
   RUNNING are told FAIL at start and their parameters queued again. Several sweep processes
-  may share one study (same ``study_name`` and ``storage``, their own sweep dirs): each trial
-  records the sweep dir that asked it, and only that sweep declares it dead.
-- ``pruner``: rebuilt in every job from ``trial.pruner`` (see :mod:`hyrax.search.trial`).
-  A job raising ``optuna.TrialPruned`` is told PRUNED with its last reported value.
+  may share one study (same `study_name` and `storage`, their own sweep dirs): each trial
+  records the sweep dir that asked it, and only that sweep declares it dead (see
+  `hyrax.search.ownership`).
+- `pruner`: rebuilt in every job from `trial.pruner` (see `hyrax.search.trial`).
+  A job raising `optuna.TrialPruned` is told PRUNED with its last reported value.
 - A job that raises, or returns None / NaN / a non-number, is told FAIL and the sweep goes on
-  until more than ``max_failure_rate * n_trials`` trials of this run failed; then
-  :class:`FailureRateExceeded` stops it.
-- ``enqueue_trials``: parameter dicts evaluated first (skipped if already in the study).
-- The grid sampler stops the sweep when its grid is done, even if ``n_trials`` is larger.
+  until more than `max_failure_rate * n_trials` trials of this run failed; then
+  `FailureRateExceeded` stops it.
+- `enqueue_trials`: parameter dicts evaluated first (skipped if already in the study).
+- The grid sampler stops the sweep when its grid is done, even if `n_trials` is larger.
 
-Every job gets, on top of its parameters, the overrides ``++trial.study_name=...``,
-``++trial.storage=...``, ``++trial.number=N`` and ``++trial.pruner=<config or null>``.
+Every job gets, on top of its parameters, the overrides `++trial.study_name=...`,
+`++trial.storage=...`, `++trial.number=N` and `++trial.pruner=<config or null>`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,35 +39,33 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
-from hydra.utils import get_method
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from hyrax.config import plain
+from hyrax.errors import HyraxError
 from hyrax.search import builders, storage
+from hyrax.search.checks import check_counts, check_sweep, load_custom_search_space, parse_directions
+from hyrax.search.outcomes import job_outcome
+from hyrax.search.ownership import Ownership
+from hyrax.search.results import write_results
 from hyrax.search.space import SearchSpace, format_value, parse_search_space
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hyrax")
 
-TrialOverrides = Sequence[str] | Callable[[Trial], Iterable[str]]
 Callback = Callable[[optuna.Study, FrozenTrial], None]
-RESULTS_FILE = "optimization_results.yaml"
 RETRY_ATTR = "hyrax_retry_of"
-OWNER_ATTR = "hyrax_sweep_dir"  # which sweep process asked a trial: only it may declare the trial dead
-# A sweep records itself on a trial a moment after asking it. An ownerless trial older than this
-# was asked by a sweep killed in that moment.
-OWNER_GRACE_S = 60.0
 
 
 class FailureRateExceeded(RuntimeError):
-    """More trials failed than ``max_failure_rate`` allows."""
+    """More trials failed than `max_failure_rate` allows."""
 
 
 class OptunaSweep:
-    """One Optuna study run as a Hydra sweep (follows Hydra's ``Sweeper`` protocol).
+    """One Optuna study run as a Hydra sweep (follows Hydra's `Sweeper` protocol).
 
-    ``trial_overrides`` adds overrides to every job: a list, or a callable of the asked
-    ``optuna.trial.Trial``. ``callbacks`` are called as ``cb(study, frozen_trial)`` after each
-    trial is told, like the callbacks of ``Study.optimize``.
+    `callbacks` are called as `cb(study, frozen_trial)` after each trial is told, like the
+    callbacks of `Study.optimize`. Bad settings are a `HyraxError`.
     """
 
     def __init__(
@@ -83,13 +83,9 @@ class OptunaSweep:
         custom_search_space: str | None = None,
         pruner: Mapping[str, Any] | None = None,
         enqueue_trials: Sequence[Mapping[str, Any]] | None = None,
-        trial_overrides: TrialOverrides | None = None,
         callbacks: Sequence[Callback] = (),
     ) -> None:
-        if not 0.0 <= max_failure_rate <= 1.0:
-            raise ValueError(f"max_failure_rate must be in [0, 1], got {max_failure_rate}.")
-        if n_jobs < 1:
-            raise ValueError(f"n_jobs must be >= 1, got {n_jobs}.")
+        check_counts(n_trials, n_jobs, max_failure_rate)
         self.sampler_cfg = sampler
         self.directions = parse_directions(direction)
         self.storage = storage
@@ -99,12 +95,9 @@ class OptunaSweep:
         self.max_failure_rate = max_failure_rate
         self.params = params
         self.legacy_space = search_space
-        self.custom_search_space: Callable[[DictConfig, Trial], None] | None = (
-            get_method(custom_search_space) if custom_search_space else None
-        )
-        self.pruner_cfg = _plain(pruner) or None
-        self.enqueue_trials = [dict(_plain(p)) for p in enqueue_trials or ()]
-        self.trial_overrides = trial_overrides
+        self.custom_search_space = load_custom_search_space(custom_search_space)
+        self.pruner_cfg = plain(pruner) or None
+        self.enqueue_trials = [dict(plain(p)) for p in enqueue_trials or ()]
         self.callbacks = list(callbacks)
 
         self.config: DictConfig | None = None
@@ -114,12 +107,10 @@ class OptunaSweep:
         self.storage_spec: storage.StorageSpec = ""
         self.is_grid = False
         self.launched = 0
-        self.owner = ""
-        self.started = datetime.now()
         self.failures: list[tuple[int, str, BaseException | None]] = []
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        """Keep Hydra's context and build the launcher (Hydra calls this before ``sweep``)."""
+        """Keep Hydra's context and build the launcher (Hydra calls this before `sweep`)."""
         self.config = config
         self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -127,27 +118,31 @@ class OptunaSweep:
         )
 
     def sweep(self, arguments: list[str]) -> optuna.Study:
-        """Run trials until ``n_trials`` have finished in the study; return the study."""
+        """Run trials until `n_trials` have finished in the study; return the study.
+
+        A bad sweep config is a `HyraxError` (see `check_sweep`) before the sweep dir, its
+        `multirun.yaml` or the study exist.
+        """
         assert self.config is not None and self.launcher is not None, "call setup() first"
-        self.started = datetime.now()
+        check_sweep(self.config.hydra.sweeper, arguments)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        self.owner = str(sweep_dir.resolve())
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        ownership = Ownership(sweep_dir)
         self.space = self.parse_space(arguments)
-        study = self.create_study(sweep_dir)
-        self.resume(study)
-        while (size := self.next_batch_size(study)) > 0:
-            trials = [self.ask(study) for _ in range(size)]
+        study = self.open_study(sweep_dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        self.resume(study, ownership)
+        while (size := self.next_batch_size(study, ownership)) > 0:
+            trials = [self.ask(study, ownership) for _ in range(size)]
             returns = self.launch(trials)
             for trial, job_return in zip(trials, returns, strict=True):
                 self.tell(study, trial, job_return)
             self.check_failure_rate()
-        self.finish(study, sweep_dir)
+        write_results(study, sweep_dir)
         return study
 
     def parse_space(self, arguments: Sequence[str]) -> SearchSpace:
-        """The search space from ``params`` (or legacy ``search_space``) and command-line sweeps."""
+        """The search space from `params` (or legacy `search_space`) and command-line sweeps."""
         legacy = self.legacy_space
         if legacy and self.params is not None:
             log.warning("Both hydra.sweeper.params and hydra.sweeper.search_space are set; using params.")
@@ -156,7 +151,7 @@ class OptunaSweep:
         parser = OverridesParser.create(config_loader=loader)
         return parse_search_space(self.params, arguments, parser=parser, legacy=legacy)
 
-    def create_study(self, sweep_dir: Path) -> optuna.Study:
+    def open_study(self, sweep_dir: Path) -> optuna.Study:
         """Create or load the study; the sampler is built once the study's size is known."""
         assert self.config is not None
         self.storage_spec = storage.resolve_storage(self.storage, sweep_dir)
@@ -170,96 +165,94 @@ class OptunaSweep:
             directions=self.directions,
             load_if_exists=True,
         )
-        found = [d.name.lower() for d in study.directions]
-        if found != self.directions:
-            raise ValueError(f"Study '{name}' exists with directions {found}, not {self.directions}.")
+        self._check_directions(study)
         self.is_grid = builders.is_grid_sampler(self.sampler_cfg)
         grid = self.space.grid_search_space() if self.is_grid else None
         n_existing = len(study.get_trials(deepcopy=False))
         study.sampler = builders.build_sampler(self.sampler_cfg, grid=grid, seed_offset=n_existing)
-        log.info(f"Study name: {name}")
-        log.info(f"Storage: {storage.describe(self.storage_spec)}")
-        log.info(f"Sampler: {type(study.sampler).__name__}")
-        log.info(f"Pruner: {type(study.pruner).__name__}")
-        log.info(f"Directions: {self.directions}")
+        log.info("Study name: %s", name)
+        log.info("Storage: %s", storage.describe(self.storage_spec))
+        log.info("Sampler: %s", type(study.sampler).__name__)
+        log.info("Pruner: %s", type(study.pruner).__name__)
+        log.info("Directions: %s", self.directions)
         if n_existing:
-            log.info(f"Resuming: the study already has {n_existing} trials")
+            log.info("Resuming: the study already has %d trials", n_existing)
         return study
 
-    def resume(self, study: optuna.Study) -> None:
-        """Fail and re-queue trials an earlier run of this sweep left RUNNING; queue ``enqueue_trials``.
+    def _check_directions(self, study: optuna.Study) -> None:
+        found = [d.name.lower() for d in study.directions]
+        if found != self.directions:
+            written = found[0] if len(found) == 1 else f"[{','.join(found)}]"
+            raise HyraxError(
+                f"the study '{study.study_name}' in {storage.describe(self.storage_spec)} exists with "
+                f"directions {found}, not {self.directions}",
+                key="hydra.sweeper.direction",
+                fix=f"write hydra.sweeper.direction={written} to continue it, "
+                "or pick another hydra.sweeper.study_name",
+            )
 
-        Sweep processes that share a study (same ``study_name`` and ``storage``, their own sweep
-        dirs) leave each other's running trials alone: a trial belongs to the sweep dir that asked it.
+    def resume(self, study: optuna.Study, ownership: Ownership) -> None:
+        """Fail and re-queue the trials a dead run of this sweep left RUNNING; queue `enqueue_trials`.
+
+        Sweep processes that share a study leave each other's running trials alone (see `Ownership`).
         """
         trials = study.get_trials(deepcopy=False)
         retried = {t.user_attrs.get(RETRY_ATTR) for t in trials}
         for trial in trials:
-            if trial.state != TrialState.RUNNING or self.owner_of(trial) != self.owner:
+            if not ownership.may_declare_dead(trial):
                 continue
             if trial.number not in retried:
                 study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
             frozen = self._tell(study, trial.number, None, TrialState.FAIL)
-            log.warning(f"Trial {trial.number} was left running by an earlier sweep: told FAIL, queued again")
+            log.warning(
+                "Trial %d was left running by an earlier sweep: told FAIL, queued again", trial.number
+            )
             for callback in self.callbacks:
                 callback(study, frozen)
         for params in self.enqueue_trials:
             study.enqueue_trial(params, skip_if_exists=True)
 
-    def next_batch_size(self, study: optuna.Study) -> int:
-        """How many trials to launch next: up to ``n_jobs``, 0 when the sweep is done.
+    def next_batch_size(self, study: optuna.Study, ownership: Ownership) -> int:
+        """How many trials to launch next: up to `n_jobs`, 0 when the sweep is done.
 
         Trials other sweep processes are running on the same study count as on their way to
-        finishing, so that workers sharing a study do not overshoot ``n_trials`` together.
+        finishing, so that workers sharing a study do not overshoot `n_trials` together.
         """
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state.is_finished() for t in trials)
-        elsewhere = sum(t.state == TrialState.RUNNING and self.owner_of(t) != self.owner for t in trials)
+        elsewhere = sum(ownership.runs_elsewhere(t) for t in trials)
         size = min(self.n_jobs, self.n_trials - finished - elsewhere)
         if self.is_grid and size > 0:
             waiting = sum(t.state == TrialState.WAITING for t in trials)
             if study.sampler.is_exhausted(study) and not waiting:
-                log.info(f"The grid is exhausted after {finished} finished trials")
+                log.info("The grid is exhausted after %d finished trials", finished)
                 return 0
             size = min(size, self._grid_points_left(trials) + waiting)
         return max(size, 0)
 
-    def owner_of(self, trial: FrozenTrial) -> str:
-        """The sweep dir that asked ``trial``.
-
-        A trial without one was asked by a sweep that has not recorded itself yet. If it was asked
-        before this sweep started, or more than ``OWNER_GRACE_S`` ago, that sweep was killed first
-        and whoever finds the trial cleans it up (it counts as ours). Otherwise another live sweep
-        is about to record itself (``""``: not ours).
-        """
-        owner = trial.user_attrs.get(OWNER_ATTR)
-        if owner is not None:
-            return str(owner)
-        asked = trial.datetime_start
-        recent = asked is not None and (datetime.now() - asked).total_seconds() < OWNER_GRACE_S
-        if recent and self.started < asked:
-            return ""
-        return self.owner
-
-    def ask(self, study: optuna.Study) -> Trial:
-        """Ask a trial and suggest all its parameters (``params``, then ``custom_search_space``)."""
+    def ask(self, study: optuna.Study, ownership: Ownership) -> Trial:
+        """Ask a trial, claim it, and suggest all its parameters (`params`, then `custom_search_space`)."""
         trial = study.ask(fixed_distributions=dict(self.space.distributions))
         try:
-            trial.set_user_attr(OWNER_ATTR, self.owner)
+            ownership.claim(trial)
             if self.custom_search_space is not None:
                 self.custom_search_space(self.config, trial)
             for key, line in self.space.fixed.items():
                 trial.set_user_attr(key, line.split("=", 1)[1] if "=" in line else None)
-            overlap = set(trial.params) & set(self.space.fixed)
+            overlap = sorted(set(trial.params) & set(self.space.fixed))
             if overlap:
-                raise ValueError(f"Parameters both fixed and searched: {sorted(overlap)}")
+                raise HyraxError(
+                    f"custom_search_space suggests {', '.join(overlap)}, which also has a fixed value",
+                    key="hydra.sweeper.custom_search_space",
+                    fix=f"drop the fixed value of {', '.join(overlap)}, or do not suggest it",
+                )
         except BaseException:
             self._tell(study, trial.number, None, TrialState.FAIL)
             raise
         return trial
 
     def job_overrides(self, trial: Trial) -> list[str]:
-        """The overrides of the job that runs ``trial``."""
+        """The overrides of the job that runs `trial`."""
         overrides = [f"{name}={format_value(value)}" for name, value in trial.params.items()]
         overrides.extend(self.space.fixed.values())
         overrides.extend(
@@ -270,9 +263,6 @@ class OptunaSweep:
                 f"++trial.pruner={format_value(self.pruner_cfg)}",
             ]
         )
-        extra = self.trial_overrides
-        if extra is not None:
-            overrides.extend(extra(trial) if callable(extra) else extra)
         return overrides
 
     def launch(self, trials: Sequence[Trial]) -> Sequence[JobReturn]:
@@ -285,55 +275,29 @@ class OptunaSweep:
         try:
             returns = list(self.launcher.launch(batch, initial_job_idx=trials[0].number))
         except Exception as err:
-            log.error(f"The launcher failed for trials {[t.number for t in trials]}: {err!r}")
+            log.error("The launcher failed for trials %s: %r", [t.number for t in trials], err)
             return [JobReturn(overrides=o, status=JobStatus.FAILED, _return_value=err) for o in batch]
         if len(returns) != len(batch):
             raise RuntimeError(f"The launcher returned {len(returns)} results for {len(batch)} jobs.")
         return returns
 
-    def tell(self, study: optuna.Study, trial: Trial, job_return: JobReturn) -> FrozenTrial:
+    def tell(self, study: optuna.Study, trial: Trial, job_return: JobReturn) -> None:
         """Tell the outcome of a job: COMPLETE, PRUNED, or FAIL (recorded for the failure rate)."""
-        state, values, error = self.outcome(job_return)
+        state, values, error = job_outcome(job_return, len(self.directions))
         frozen = self._tell(study, trial.number, values, state)
-        log.info(f"Trial {trial.number} {state.name}: values={frozen.values} params={frozen.params}")
+        log.info("Trial %d %s: values=%s params=%s", trial.number, state.name, frozen.values, frozen.params)
         if state == TrialState.FAIL:
             exc = job_return._return_value if isinstance(job_return._return_value, BaseException) else None
             self.failures.append((trial.number, error or "unknown error", exc))
             from hyrax.report import as_user_error  # bad input needs its message, not a traceback
 
             crash = exc if exc is not None and as_user_error(exc) is None else None
-            log.warning(f"Trial {trial.number} failed: {error}", exc_info=crash)
+            log.warning("Trial %d failed: %s", trial.number, error, exc_info=crash)
         for callback in self.callbacks:
             callback(study, frozen)
-        return frozen
-
-    def outcome(self, job_return: JobReturn) -> tuple[TrialState, list[float] | None, str | None]:
-        """(state, values, error message) of a job; never re-raises the job's exception."""
-        result = job_return._return_value
-        if job_return.status == JobStatus.COMPLETED:
-            values, error = self._values(result)
-            return (TrialState.COMPLETE, values, None) if error is None else (TrialState.FAIL, None, error)
-        if isinstance(result, optuna.TrialPruned):
-            return TrialState.PRUNED, None, None
-        if isinstance(result, BaseException):
-            return TrialState.FAIL, None, f"{type(result).__name__}: {result}"
-        return TrialState.FAIL, None, f"the job did not finish (status {job_return.status.name})"
-
-    def _values(self, result: Any) -> tuple[list[float] | None, str | None]:
-        n = len(self.directions)
-        expected = "a float" if n == 1 else f"a list of {n} floats"
-        try:
-            values = [float(result)] if n == 1 else [float(v) for v in result]
-        except (TypeError, ValueError):
-            return None, f"the job returned {result!r}, expected {expected}"
-        if len(values) != n:
-            return None, f"the job returned {result!r}, expected {expected}"
-        if any(math.isnan(v) for v in values):
-            return None, f"the job returned NaN ({result!r})"
-        return values, None
 
     def check_failure_rate(self) -> None:
-        """Raise :class:`FailureRateExceeded` once failures pass ``max_failure_rate * n_trials``."""
+        """Raise `FailureRateExceeded` once failures pass `max_failure_rate * n_trials`."""
         allowed = self.max_failure_rate * self.n_trials
         if len(self.failures) <= allowed + 1e-9:
             return
@@ -343,34 +307,6 @@ class OptunaSweep:
             f"max_failure_rate={self.max_failure_rate} of n_trials={self.n_trials} allows "
             f"({math.floor(allowed + 1e-9)}). First error (trial {number}): {error}"
         ) from cause
-
-    def finish(self, study: optuna.Study, sweep_dir: Path) -> dict[str, Any]:
-        """Log the best trial(s); write ``optimization_results.yaml`` and ``plots/*.png`` in the sweep dir."""
-        results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name}
-        counts = {s.name: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-        for trial in study.get_trials(deepcopy=False):
-            if trial.state.name in counts:
-                counts[trial.state.name] += 1
-        log.info(f"Finished trials: {counts}")
-        if len(self.directions) == 1:
-            best = _best_trial(study)
-            results["best_params"] = dict(best.params) if best else None
-            results["best_value"] = best.value if best else None
-            log.info(f"Best parameters: {results['best_params']}")
-            log.info(f"Best value: {results['best_value']}")
-        else:
-            best_trials = study.best_trials
-            results["solutions"] = [
-                {"number": t.number, "params": dict(t.params), "values": list(t.values)} for t in best_trials
-            ]
-            log.info(f"Number of Pareto solutions: {len(best_trials)}")
-            for t in best_trials:
-                log.info(f"    Values: {t.values}, Params: {t.params}")
-        OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
-        from hyrax.search.plots import PLOTS_DIR, write_plots  # matplotlib only now; never raises
-
-        write_plots(study, sweep_dir / PLOTS_DIR)
-        return results
 
     def _grid_points_left(self, trials: Sequence[FrozenTrial]) -> int:
         total = math.prod(len(v) for v in self.space.grid_search_space().values())
@@ -389,29 +325,7 @@ class OptunaSweep:
                 raise
             frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
         if frozen.state != state:  # another process finished it first; the study keeps its verdict
-            log.warning(f"Trial {number} was already {frozen.state.name}: its {state.name} is not stored")
+            log.warning(
+                "Trial %d was already %s: its %s is not stored", number, frozen.state.name, state.name
+            )
         return frozen
-
-
-def parse_directions(direction: Any) -> list[str]:
-    """``"minimize"`` / ``["minimize", "maximize"]`` (or Direction enums) -> list of names."""
-    items = list(direction) if isinstance(direction, (list, tuple, ListConfig)) else [direction]
-    names = [str(getattr(d, "name", d)).lower() for d in items]
-    bad = [n for n in names if n not in ("minimize", "maximize")]
-    if bad or not names:
-        raise ValueError(f"direction must be minimize/maximize or a list of them, got {direction!r}.")
-    return names
-
-
-def _best_trial(study: optuna.Study) -> FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:
-        log.warning("No trial completed: there is no best trial.")
-        return None
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value

@@ -1,8 +1,8 @@
 """Job-side handle on the sweep trial a job runs: report intermediate values, get pruned.
 
-The sweeper passes each job its trial identity as overrides of the ``trial`` config section
-(``trial.study_name``, ``trial.storage``, ``trial.number``, ``trial.pruner``). The training
-loop does::
+The sweeper passes each job its trial identity as overrides of the `trial` config section
+(`trial.study_name`, `trial.storage`, `trial.number`, `trial.pruner`). The training
+loop does:
 
     reporter = open_trial(cfg.get("trial"))        # None outside an Optuna sweep
     for epoch in range(epochs):
@@ -10,7 +10,7 @@ loop does::
         if reporter is not None:
             reporter.report(val_loss, step=epoch)  # raises optuna.TrialPruned
 
-and lets ``optuna.TrialPruned`` propagate out of the task function: the sweeper then
+and lets `optuna.TrialPruned` propagate out of the task function: the sweeper then
 records the trial as PRUNED with its last reported value. This works from another
 process or machine, as long as it reaches the same storage.
 """
@@ -24,9 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import optuna
 
-log = logging.getLogger(__name__)
-
-TRIAL_KEYS = ("study_name", "storage", "number", "pruner")
+log = logging.getLogger("hyrax")
 
 
 class TrialReporter:
@@ -41,13 +39,8 @@ class TrialReporter:
         """The trial number in its study."""
         return self._trial.number
 
-    @property
-    def params(self) -> dict[str, Any]:
-        """The parameters Optuna chose for this trial."""
-        return dict(self._trial.params)
-
     def report(self, value: float, step: int) -> None:
-        """Record ``value`` at ``step``; raise ``optuna.TrialPruned`` if the pruner says so.
+        """Record `value` at `step`; raise `optuna.TrialPruned` if the pruner says so.
 
         A no-op for multi-objective studies (Optuna cannot prune them).
         """
@@ -59,16 +52,12 @@ class TrialReporter:
         if self._trial.should_prune():
             raise optuna.TrialPruned(f"Trial {self.number} pruned at step {step} (value {value}).")
 
-    def set_user_attr(self, key: str, value: Any) -> None:
-        """Attach a JSON-serializable value to the trial (e.g. a tracking run id)."""
-        self._trial.set_user_attr(key, value)
-
 
 def open_trial(trial_cfg: Mapping[str, Any] | None) -> TrialReporter | None:
     """The reporter for the trial a sweep job runs, or None if the job is not a sweep trial.
 
-    ``trial_cfg`` is the job's ``trial`` config section, set by the sweeper. The pruner is
-    rebuilt from ``trial.pruner``: pruners are not stored in Optuna storage.
+    `trial_cfg` is the job's `trial` config section, set by the sweeper. The pruner is
+    rebuilt from `trial.pruner`: pruners are not stored in Optuna storage.
     """
     if not trial_cfg or any(trial_cfg.get(key) is None for key in ("study_name", "storage", "number")):
         return None

@@ -1,25 +1,33 @@
-"""Fixtures for the sweeper tests: run the tiny Hydra app in a subprocess, open its study."""
+"""Fixtures for the sweeper tests: run the tiny Hydra app in a subprocess, find what it wrote."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from hyrax.search.results import RESULTS_FILE
+from hyrax.search.storage import JOURNAL_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = Path(__file__).resolve().parent / "app" / "quadratic.py"
 
 
 class SweepApp:
-    """Multiruns of ``app/quadratic.py`` into one sweep dir; cwd is a temp dir (no ./conf)."""
+    """Multiruns of `app/quadratic.py` into one sweep dir; cwd is `workdir` (no ./conf there).
+
+    The app reports failures as `hyrax-run` does: bad input exits with code 2 and one message.
+    """
 
     def __init__(self, workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.sweep_dir = workdir / "sweep"
+        self.journal = self.sweep_dir / JOURNAL_FILE  # where the study is with the default storage
 
     def command(self, *overrides: str, config: str = "quadratic") -> list[str]:
         return [
@@ -61,22 +69,18 @@ class SweepApp:
             stderr=subprocess.DEVNULL,
         )
 
-    def study(self, name: str = "quadratic") -> Any:
-        """The study in the sweep dir's journal file (the default storage)."""
-        import optuna
-
-        from hyrax.search.storage import open_storage
-
-        return optuna.load_study(
-            study_name=name, storage=open_storage(str(self.sweep_dir / "optuna.journal"))
-        )
-
     def results(self) -> dict:
         from omegaconf import OmegaConf
 
-        return OmegaConf.to_container(OmegaConf.load(self.sweep_dir / "optimization_results.yaml"))
+        return OmegaConf.to_container(OmegaConf.load(self.sweep_dir / RESULTS_FILE))
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> SweepApp:
     return SweepApp(tmp_path)
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[[str], SweepApp]:
+    """More apps for one test, each with its own work and sweep dir: `make_app("seed1")`."""
+    return lambda name: SweepApp(tmp_path / name)

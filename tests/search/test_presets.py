@@ -7,7 +7,6 @@ reading back the study from the journal file the sweeper writes into the sweep d
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import optuna
 import pytest
@@ -16,14 +15,16 @@ from hydra.core.global_hydra import GlobalHydra
 from hyraxtest import ok
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
+from studies import open_study
 
 from hyrax.config import builtin_dir, register_configs
 from hyrax.search import builders
+from hyrax.search.checks import check_sweep
 from hyrax.search.config import register_configs as register_sweeper_configs
 from hyrax.search.plots import write_plots
+from hyrax.search.results import RESULTS_FILE
 from hyrax.search.space import parse_search_space
-from hyrax.search.storage import open_storage
-from hyrax.search.sweeper import RESULTS_FILE
+from hyrax.search.storage import JOURNAL_FILE
 
 PRESETS = sorted(p.stem for p in builtin_dir("sweeps").glob("*.yaml"))
 SWEEPER = "hydra_plugins.hyrax_optuna_sweeper.optuna_sweeper.OptunaSweeper"
@@ -36,10 +37,6 @@ def _compose(*overrides: str):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(builtin_dir("conf")), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
-
-
-def _study(sweep_dir: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=open_storage(str(sweep_dir / "optuna.journal")))
 
 
 def test_the_presets_are_shipped() -> None:
@@ -58,10 +55,15 @@ def test_preset_composes_into_a_valid_sweep(name: str) -> None:
         assert OmegaConf.select(cfg, key, default="missing") != "missing", key
     space = parse_search_space(OmegaConf.to_container(sweeper.params))
     assert set(space.distributions) == set(sweeper.params)
-    sampler_cfg = OmegaConf.to_container(sweeper.sampler, resolve=True)
-    grid = space.grid_search_space() if builders.is_grid_sampler(sampler_cfg) else None
-    builders.build_sampler(sampler_cfg, grid=grid)
-    builders.build_pruner(OmegaConf.to_container(sweeper.pruner, resolve=True) if sweeper.pruner else None)
+    check_sweep(sweeper, list(cfg.hydra.overrides.task))  # the checks every sweep passes first
+    grid = space.grid_search_space() if builders.is_grid_sampler(sweeper.sampler) else None
+    assert type(builders.build_sampler(sweeper.sampler, grid=grid)).__name__ == _class_name(sweeper.sampler)
+    pruner = builders.build_pruner(sweeper.pruner)
+    assert type(pruner).__name__ == (_class_name(sweeper.pruner) if sweeper.pruner else "NopPruner")
+
+
+def _class_name(config) -> str:
+    return str(config._target_).rsplit(".", 1)[-1]
 
 
 def test_direction_and_pruner_budget_follow_the_train_config() -> None:
@@ -81,19 +83,21 @@ def test_a_user_preset_in_the_working_directory(tmp_path, monkeypatch) -> None:
     assert cfg.hydra.sweeper._target_ == SWEEPER and cfg.hydra.sweeper.n_trials == 3
 
 
+@pytest.mark.slow
 def test_demo_runs_and_writes_results_and_plots(hyrax_run, tmp_path) -> None:
     sweep_dir = tmp_path / "sweep"
     ok(hyrax_run("-m", "sweep=demo", f"hydra.sweep.dir={sweep_dir}"))
     results = OmegaConf.to_container(OmegaConf.load(sweep_dir / RESULTS_FILE))
     assert set(results["best_params"]) == {"optimizer.lr", "model.hidden"}
     assert isinstance(results["best_value"], float)
-    study = _study(sweep_dir, "demo")
+    study = open_study(sweep_dir / JOURNAL_FILE, "demo")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 6
     assert results["best_value"] == study.best_value
     for name in ("optimization_history", "param_importances", "slice", "intermediate_values"):
         assert (sweep_dir / "plots" / f"{name}.png").read_bytes().startswith(PNG), name
 
 
+@pytest.mark.slow
 def test_hyperband_prunes_a_bad_curve_early(hyrax_run, tmp_path) -> None:
     """lr 1e-6 keeps val/loss near log(4); after a good lr 1e-2 trial in the same bracket, it is pruned."""
     sweep_dir, epochs = tmp_path / "sweep", 6
@@ -109,7 +113,7 @@ def test_hyperband_prunes_a_bad_curve_early(hyrax_run, tmp_path) -> None:
             f"hydra.sweeper.enqueue_trials=[{good},{good},{bad},{bad}]",
         )
     )
-    trials = _study(sweep_dir, "hyperband").trials
+    trials = open_study(sweep_dir / JOURNAL_FILE, "hyperband").trials
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert pruned, [(t.state, t.params, t.intermediate_values) for t in trials]
     for t in pruned:

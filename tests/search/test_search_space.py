@@ -8,6 +8,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from hyrax.errors import HyraxError
 from hyrax.search.space import format_value, parse_search_space
 from hyrax.search.storage import resolve_storage
 
@@ -45,6 +46,8 @@ def test_params_config_plain_values_lists_and_command_line_precedence() -> None:
         "c": CategoricalDistribution(["x", "y z"]),
     }
     assert space.fixed == {"b": "b=3", "d": "d=7", "+e": "+e=hello", "db": "db=mysql"}
+    assert space.sources == {"a": "hydra.sweeper.params.a", "c": "hydra.sweeper.params.c"}
+    assert parse_search_space(params, ["a=interval(2, 3)"]).sources["a"] == "a"  # the command line's
 
 
 def test_legacy_search_space_form() -> None:
@@ -74,13 +77,15 @@ def test_grid_points_follow_python_range_and_reject_continuous() -> None:
         "z": [0.0, 0.25, 0.5, 0.75],
         "w": [1, 2, 3],
     }
-    with pytest.raises(ValueError, match="grid sampler needs discrete"):
+    with pytest.raises(HyraxError, match="grid sampler needs discrete") as info:
         parse_search_space({"x": "interval(0.0, 1.0)"}).grid_search_space()
+    assert info.value.key == "hydra.sweeper.params.x"
 
 
 def test_non_primitive_choices_are_rejected() -> None:
-    with pytest.raises(ValueError, match="choices must be"):
+    with pytest.raises(HyraxError, match="choices must be") as info:
         parse_search_space({}, ["k=choice([1,2],[3])"])
+    assert info.value.key == "k"
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,19 @@ import time
 from collections import Counter
 
 import optuna
+import pytest
+from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
+from studies import open_study
 
+from hyrax.search.ownership import OWNER_ATTR, Ownership
+from hyrax.search.storage import open_storage
 from hyrax.search.sweeper import RETRY_ATTR
 
+pytestmark = pytest.mark.slow  # every test here runs the app's sweep in a subprocess
+
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+SPACE = {"x": FloatDistribution(-5.0, 5.0), "y": FloatDistribution(-5.0, 5.0)}  # app/conf/quadratic.yaml
 
 
 def test_tpe_finds_the_optimum(app) -> None:
@@ -22,7 +30,7 @@ def test_tpe_finds_the_optimum(app) -> None:
     assert results["name"] == "optuna" and results["study_name"] == "quadratic"
     assert results["best_value"] < 0.5
     assert abs(results["best_params"]["x"] - 2) < 0.7 and abs(results["best_params"]["y"] + 1) < 0.7
-    study = app.study()
+    study = open_study(app.journal)
     assert len(study.trials) == 30 and all(t.state == TrialState.COMPLETE for t in study.trials)
     assert study.best_value == results["best_value"]
 
@@ -30,7 +38,7 @@ def test_tpe_finds_the_optimum(app) -> None:
 def test_documented_example_config_runs_unchanged(app) -> None:
     """conf/sphere.yaml is the example config of the hydra-optuna-sweeper docs, verbatim."""
     app.run(config="sphere")
-    study = app.study("sphere")
+    study = open_study(app.journal, "sphere")
     assert len(study.trials) == 20 and all(t.state == TrialState.COMPLETE for t in study.trials)
     for t in study.trials:
         assert -5.5 <= t.params["x"] <= 5.5 and (t.params["x"] * 2).is_integer()
@@ -47,11 +55,11 @@ def test_resume_after_sigkill_finishes_exactly_n_trials(app) -> None:
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    killed = app.study().trials
+    killed = open_study(app.journal).trials
     assert len([t for t in killed if t.state.is_finished()]) < 8
 
     app.run(*args)
-    trials = app.study().trials
+    trials = open_study(app.journal).trials
     assert [t.number for t in trials] == list(range(len(trials)))
     assert [t.state in FINISHED for t in trials].count(True) == len(trials) == 8
     for orphan in (t for t in killed if t.state == TrialState.RUNNING):
@@ -66,8 +74,8 @@ def _wait_for_complete(app, count: int, proc, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the sweep ended before it could be killed"
-        if (app.sweep_dir / "optuna.journal").exists():
-            done = app.study().get_trials(states=(TrialState.COMPLETE,))
+        if app.journal.exists():
+            done = open_study(app.journal).get_trials(states=(TrialState.COMPLETE,))
             if len(done) >= count:
                 return
         time.sleep(0.1)
@@ -84,7 +92,7 @@ def test_failed_trials_are_told_fail_and_enqueued_trials_run_first(app) -> None:
         f"hydra.sweeper.enqueue_trials={enqueued}",
         "x=interval(-3,3)",
     )
-    trials = app.study().trials
+    trials = open_study(app.journal).trials
     assert [t.params["x"] for t in trials[:3]] == [0.5, 4.5, -4.5]
     assert [t.state for t in trials] == [
         TrialState.COMPLETE,
@@ -99,26 +107,49 @@ def test_exceeding_max_failure_rate_stops_the_sweep(app) -> None:
     proc = app.run(
         "hydra.sweeper.n_trials=10", "hydra.sweeper.max_failure_rate=0.2", "crash_above=-10", check=False
     )
-    assert proc.returncode != 0
-    assert "3 of 3 trials failed in this sweep" in proc.stderr
+    assert proc.returncode == 1  # the trials crashed: not bad input
+    assert "FailureRateExceeded: 3 of 3 trials failed in this sweep" in proc.stderr
     assert "max_failure_rate=0.2 of n_trials=10" in proc.stderr
     assert "First error (trial 0): RuntimeError: crash for x=" in proc.stderr
-    assert Counter(t.state for t in app.study().trials) == {TrialState.FAIL: 3}
+    assert Counter(t.state for t in open_study(app.journal).trials) == {TrialState.FAIL: 3}
 
 
-def test_grid_stops_when_exhausted(app) -> None:
+def _grid_run(app, seed: int) -> list[tuple[int, int]]:
+    """Run the grid sampler with `seed` over x in {0, 1, 2} and y in {0, 1}; the points in trial order."""
     app.run(
         "hydra/sweeper/sampler=grid",
+        f"hydra.sweeper.sampler.seed={seed}",
         "hydra.sweeper.n_trials=20",
         "hydra.sweeper.n_jobs=4",
         "x=choice(0,1,2)",
         "y=range(0,2)",
     )
-    trials = app.study().trials
-    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
-    assert sorted((t.params["x"], t.params["y"]) for t in trials) == [
-        (x, y) for x in range(3) for y in range(2)
-    ]
+    trials = open_study(app.journal).trials
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    return [(t.params["x"], t.params["y"]) for t in trials]
+
+
+def test_grid_evaluates_each_point_once_in_the_order_its_seed_gives(make_app) -> None:
+    first = _grid_run(make_app("seed1"), seed=1)
+    # Each point of the grid exactly once, nothing else; the sweep stops there although n_trials=20.
+    assert sorted(first) == [(x, y) for x in range(3) for y in range(2)]
+    assert _grid_run(make_app("seed1_again"), seed=1) == first
+    other = _grid_run(make_app("seed2"), seed=2)
+    assert sorted(other) == sorted(first) and other != first
+
+
+def test_a_restarted_worker_fails_its_orphans_and_leaves_other_workers_trials_alone(app) -> None:
+    study = optuna.create_study(study_name="quadratic", storage=open_storage(str(app.journal)))
+    orphan = study.ask(SPACE)  # a dead run of this sweep asked it, and was killed before claiming it
+    running_elsewhere = study.ask(SPACE)
+    Ownership(app.workdir / "worker_b").claim(running_elsewhere)
+    app.run("hydra.sweeper.n_trials=4")
+
+    trials = open_study(app.journal).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING] + [TrialState.COMPLETE] * 2
+    assert trials[1].user_attrs[OWNER_ATTR] == str(app.workdir / "worker_b")  # not ours: left running
+    assert trials[2].user_attrs[RETRY_ATTR] == 0 and trials[2].params == orphan.params
+    assert {t.user_attrs[OWNER_ATTR] for t in trials[2:]} == {str(app.sweep_dir)}
 
 
 def test_multi_objective(app) -> None:
@@ -129,7 +160,7 @@ def test_multi_objective(app) -> None:
         "hydra.sweeper.sampler.population_size=4",
         "hydra.sweeper.n_trials=8",
     )
-    study = app.study()
+    study = open_study(app.journal)
     assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
     assert all(t.state == TrialState.COMPLETE and len(t.values) == 2 for t in study.trials)
     solutions = app.results()["solutions"]
@@ -145,7 +176,7 @@ def test_custom_search_space_and_rdb_storage(app) -> None:
         "hydra.sweeper.study_name=custom",
         "hydra.sweeper.n_trials=5",
     )
-    study = optuna.load_study(study_name="custom", storage=f"sqlite:///{db}")
+    study = open_study(f"sqlite:///{db}", "custom")
     assert len(study.trials) == 5
     for t in study.trials:
         assert t.state == TrialState.COMPLETE and abs(t.params["z"] - t.params["x"]) <= 0.5
@@ -174,7 +205,7 @@ def test_submitit_runs_trials_in_parallel_and_prunes_across_processes(app) -> No
     assert max(spans[0][0], spans[1][0]) < min(spans[0][-1], spans[1][-1]), "trials 0 and 1 did not overlap"
     assert len(set(pids.values())) == 4 and os.getpid() not in pids.values()
 
-    trials = app.study().trials
+    trials = open_study(app.journal).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED] * 2
     for t in trials[2:]:
         assert t.last_step is not None and t.last_step < 3

@@ -1,4 +1,5 @@
-"""In-process unit tests: plugin registration, sampler/pruner building, job-side trials, outcomes."""
+"""In-process unit tests: plugin registration, sampler/pruner building, job-side trials, outcomes,
+and the sweep loop's steps on real Optuna studies."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import importlib.util
 import math
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import optuna
@@ -15,13 +17,17 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from hyrax.errors import HyraxError
 from hyrax.search.builders import build_pruner, build_sampler
 from hyrax.search.config import register_configs
+from hyrax.search.outcomes import job_outcome
+from hyrax.search.ownership import OWNER_ATTR, Ownership
 from hyrax.search.storage import open_storage
-from hyrax.search.sweeper import FailureRateExceeded, OptunaSweep
+from hyrax.search.sweeper import RETRY_ATTR, FailureRateExceeded, OptunaSweep
 from hyrax.search.trial import open_trial
 
 ROOT = Path(__file__).resolve().parents[2]
+SPACE = {"x": optuna.distributions.FloatDistribution(0, 1)}
 
 
 def _stored(group: str, name: str) -> dict:
@@ -32,7 +38,8 @@ def _stored(group: str, name: str) -> dict:
 
 def test_plugin_modules_do_not_import_optuna() -> None:
     code = (
-        "import sys, hydra_plugins.hyrax_optuna_sweeper.optuna_sweeper, hyrax.search, hyrax.search.trial;"
+        "import sys, hydra_plugins.hyrax_optuna_sweeper.optuna_sweeper, hyrax.search, hyrax.search.trial,"
+        " hyrax.search.checks;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'optuna'))"
     )
     out = subprocess.run(
@@ -63,12 +70,41 @@ def test_registered_sampler_configs_build(name: str, cls: str) -> None:
     assert type(sampler).__name__ == cls
 
 
+@pytest.mark.parametrize("name", ["tpe", "random", "nsgaii", "qmc"])
+def test_the_seed_reaches_the_sampler(name: str) -> None:
+    def proposals(seed: int, seed_offset: int = 0) -> list[float]:
+        config = {**_stored("hydra/sweeper/sampler", name), "seed": seed}
+        study = optuna.create_study(sampler=build_sampler(config, seed_offset=seed_offset))
+        return [study.ask(SPACE).params["x"] for _ in range(3)]
+
+    assert proposals(7) == proposals(7)
+    assert proposals(7) != proposals(8)
+    assert proposals(7, seed_offset=1) == proposals(8)  # a resumed study does not replay its proposals
+
+
+def _grid_order(seed: int, seed_offset: int = 0) -> list[tuple[int, str]]:
+    """The order in which a grid sampler built from the `grid` config visits a 3 x 3 grid."""
+    config = {**_stored("hydra/sweeper/sampler", "grid"), "seed": seed}
+    grid = {"n": [1, 2, 3], "c": ["a", "b", "c"]}
+    study = optuna.create_study(sampler=build_sampler(config, grid=grid, seed_offset=seed_offset))
+    order: list[tuple[int, str]] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        order.append((trial.suggest_int("n", 1, 3), trial.suggest_categorical("c", grid["c"])))
+        return 0.0
+
+    study.optimize(objective, n_trials=20)  # the grid sampler stops the study when the grid is done
+    return order
+
+
 def test_grid_sampler_gets_its_grid_and_keeps_its_seed() -> None:
-    config = _stored("hydra/sweeper/sampler", "grid")
-    sampler = build_sampler(config, grid={"x": [1, 2]}, seed_offset=5)
-    assert isinstance(sampler, optuna.samplers.GridSampler)
+    order = _grid_order(seed=3)
+    assert sorted(order) == [(n, c) for n in (1, 2, 3) for c in "abc"]  # each point once, no other
+    assert _grid_order(seed=3, seed_offset=5) == order  # a resumed grid keeps its order
+    assert _grid_order(seed=4) != order
 
 
+@pytest.mark.slow  # GPSampler imports torch
 def test_gp_sampler_runs_ask_and_tell() -> None:
     study = optuna.create_study(
         sampler=build_sampler({"_target_": "optuna.samplers.GPSampler", "seed": 0, "n_startup_trials": 1})
@@ -77,18 +113,23 @@ def test_gp_sampler_runs_ask_and_tell() -> None:
     for _ in range(3):
         trial = study.ask(dist)
         study.tell(trial, (trial.params["x"] - 1) ** 2)
-    assert len(study.trials) == 3
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert all(-2 <= t.params["x"] <= 2 and t.value == (t.params["x"] - 1) ** 2 for t in study.trials)
+    assert len({t.params["x"] for t in study.trials}) == 3
 
 
 @pytest.mark.skipif(importlib.util.find_spec("cmaes") is not None, reason="cmaes is installed")
 def test_sampler_with_missing_package_fails_clearly() -> None:
-    with pytest.raises(ImportError, match=r"needs the package\(s\) cmaes.*pip install cmaes"):
+    with pytest.raises(HyraxError, match=r"needs the package\(s\) cmaes") as info:
         build_sampler(_stored("hydra/sweeper/sampler", "cmaes"))
+    assert info.value.key == "hydra.sweeper.sampler" and "pip install cmaes" in info.value.fix
 
 
 def test_unknown_sampler_target_fails_clearly() -> None:
-    with pytest.raises(ImportError, match="Cannot import the sampler 'optuna_integration.NoSuchSampler'"):
-        build_sampler({"_target_": "optuna_integration.NoSuchSampler"})
+    with pytest.raises(HyraxError, match="cannot import the sampler 'optuna.samplers.NoSuchSampler'") as info:
+        build_sampler({"_target_": "optuna.samplers.NoSuchSampler"})
+    assert info.value.key == "hydra.sweeper.sampler._target_"
+    assert "optuna.samplers has no NoSuchSampler" in info.value.message
 
 
 @pytest.mark.parametrize(
@@ -155,16 +196,15 @@ def _sweep(**kwargs) -> OptunaSweep:
     ],
 )
 def test_job_outcomes_never_reraise(status: JobStatus, value: object, state: TrialState) -> None:
-    got, values, error = _sweep().outcome(JobReturn(status=status, _return_value=value))
+    got, values, error = job_outcome(JobReturn(status=status, _return_value=value))
     assert got == state
     assert (values == [1.5]) if state == TrialState.COMPLETE else (values is None)
     assert (error is None) == (state != TrialState.FAIL)
 
 
 def test_multi_objective_outcomes() -> None:
-    sweep = _sweep(direction=["minimize", "maximize"])
-    assert sweep.outcome(JobReturn(status=JobStatus.COMPLETED, _return_value=(1, 2.5)))[1] == [1.0, 2.5]
-    state, _, error = sweep.outcome(JobReturn(status=JobStatus.COMPLETED, _return_value=[1.0]))
+    assert job_outcome(JobReturn(status=JobStatus.COMPLETED, _return_value=(1, 2.5)), 2)[1] == [1.0, 2.5]
+    state, _, error = job_outcome(JobReturn(status=JobStatus.COMPLETED, _return_value=[1.0]), 2)
     assert state == TrialState.FAIL and "expected a list of 2 floats" in error
 
 
@@ -176,9 +216,12 @@ def test_failure_rate_counts_against_n_trials() -> None:
         (3, "the job returned NaN (nan)", None),
     ]
     sweep.check_failure_rate()  # 2 of 10 allowed
-    sweep.failures.append((4, "x"))
-    with pytest.raises(FailureRateExceeded, match=r"3 of 4 trials failed.*\(trial 1\): RuntimeError: boom"):
+    sweep.failures.append((4, "RuntimeError: again", RuntimeError("again")))
+    with pytest.raises(
+        FailureRateExceeded, match=r"3 of 4 trials failed.*\(trial 1\): RuntimeError: boom"
+    ) as info:
         sweep.check_failure_rate()
+    assert str(info.value.__cause__) == "boom"  # the first error's traceback comes along
 
 
 def _shared_study(tmp_path: Path) -> optuna.Study:
@@ -187,43 +230,37 @@ def _shared_study(tmp_path: Path) -> optuna.Study:
     )
 
 
-def test_a_trial_just_asked_by_another_sweep_is_left_alone(tmp_path: Path) -> None:
-    # The race seen with two workers: worker B asks a trial and has not yet recorded itself on it
-    # when worker A looks. A must neither fail it nor count it as its own.
-    sweep = _sweep(n_trials=3, n_jobs=3)
-    sweep.owner = str(tmp_path / "worker_a")
-    other = _shared_study(tmp_path).ask()  # asked after A started; no owner recorded yet
+def test_resume_fails_and_requeues_only_this_sweeps_dead_trials(tmp_path: Path) -> None:
+    orphan = _shared_study(tmp_path).ask(SPACE)  # its sweep was killed before it could claim it
+    mine, theirs = Ownership(tmp_path / "worker_a"), Ownership(tmp_path / "worker_b")
+    left = _shared_study(tmp_path).ask(SPACE)  # a dead run of worker_a claimed this one
+    mine.claim(left)
+    busy = _shared_study(tmp_path).ask(SPACE)  # worker_b is running this one
+    theirs.claim(busy)
+    just_asked = _shared_study(tmp_path).ask(SPACE)  # worker_b asked it a moment ago, claims it next
     study = _shared_study(tmp_path)
-    sweep.resume(study)
-    [trial] = study.get_trials()
-    assert trial.state == TrialState.RUNNING and sweep.owner_of(trial) == ""
-    assert sweep.next_batch_size(study) == 2  # B's trial is on its way to finishing
-    assert study.tell(other.number, 1.0).state == TrialState.COMPLETE  # and B finishes it
+    started = study.trials[just_asked.number].datetime_start - timedelta(microseconds=1)
+    _sweep().resume(study, Ownership(tmp_path / "worker_a", started=started))
+
+    states = [t.state.name for t in study.get_trials()]
+    assert states == ["FAIL", "FAIL", "RUNNING", "RUNNING", "WAITING", "WAITING"]  # two retries queued
+    retries = [study.ask(SPACE) for _ in range(2)]
+    assert [r.params for r in retries] == [orphan.params, left.params]
+    assert [_shared_study(tmp_path).trials[r.number].user_attrs[RETRY_ATTR] for r in retries] == [0, 1]
+    assert study.tell(busy.number, 1.0).state == TrialState.COMPLETE  # worker_b still can
+    assert study.tell(just_asked.number, 2.0).state == TrialState.COMPLETE
 
 
-def _orphan_is_failed_and_queued_again(tmp_path: Path, sweep: OptunaSweep, orphan: optuna.Trial) -> None:
-    sweep.owner = str(tmp_path / "worker_a")
+def test_trials_running_elsewhere_count_towards_n_trials(tmp_path: Path) -> None:
     study = _shared_study(tmp_path)
-    sweep.resume(study)
-    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.WAITING]
-    assert study.ask(SPACE).params == orphan.params
-
-
-SPACE = {"x": optuna.distributions.FloatDistribution(0, 1)}
-
-
-def test_an_ownerless_trial_from_before_the_sweep_started_is_cleaned_up(tmp_path: Path) -> None:
-    # A sweep SIGKILLed between asking a trial and recording itself, then re-run at once.
-    orphan = _shared_study(tmp_path).ask(SPACE)
-    _orphan_is_failed_and_queued_again(tmp_path, _sweep(n_trials=2), orphan)
-
-
-def test_an_ownerless_trial_past_the_grace_period_is_cleaned_up(tmp_path: Path, monkeypatch) -> None:
-    # Another worker was killed in that moment while this sweep was already running.
-    monkeypatch.setattr("hyrax.search.sweeper.OWNER_GRACE_S", 0.0)
-    sweep = _sweep(n_trials=2)
-    orphan = _shared_study(tmp_path).ask(SPACE)
-    _orphan_is_failed_and_queued_again(tmp_path, sweep, orphan)
+    Ownership(tmp_path / "worker_b").claim(study.ask())
+    study.tell(study.ask(), 1.0)
+    sweep = _sweep(n_trials=4, n_jobs=4)
+    worker_a = Ownership(tmp_path / "worker_a")
+    assert sweep.next_batch_size(study, worker_a) == 2  # 4 - 1 finished - 1 running in worker_b
+    trial = sweep.ask(study, worker_a)
+    assert study.trials[trial.number].user_attrs[OWNER_ATTR] == worker_a.owner
+    assert sweep.next_batch_size(study, worker_a) == 2  # its own running trial is not one elsewhere
 
 
 def test_a_result_for_a_trial_finished_elsewhere_does_not_stop_the_sweep(tmp_path: Path) -> None:
@@ -234,11 +271,21 @@ def test_a_result_for_a_trial_finished_elsewhere_does_not_stop_the_sweep(tmp_pat
     assert frozen.state == TrialState.FAIL
 
 
-def test_bad_settings_are_rejected() -> None:
-    with pytest.raises(ValueError, match="direction"):
-        _sweep(direction="down")
-    with pytest.raises(ValueError, match="max_failure_rate"):
-        _sweep(max_failure_rate=1.5)
+@pytest.mark.parametrize(
+    "settings, key",
+    [
+        ({"direction": "down"}, "hydra.sweeper.direction"),
+        ({"direction": ["minimize", "sideways"]}, "hydra.sweeper.direction"),
+        ({"max_failure_rate": 1.5}, "hydra.sweeper.max_failure_rate"),
+        ({"n_jobs": 0}, "hydra.sweeper.n_jobs"),
+        ({"n_trials": -1}, "hydra.sweeper.n_trials"),
+        ({"custom_search_space": "no_such_module.configure"}, "hydra.sweeper.custom_search_space"),
+    ],
+)
+def test_bad_settings_are_rejected(settings: dict, key: str) -> None:
+    with pytest.raises(HyraxError) as info:
+        _sweep(**settings)
+    assert info.value.key == key and info.value.fix
 
 
 def test_our_configs_win_over_a_released_plugin_scanned_later(tmp_path: Path) -> None:

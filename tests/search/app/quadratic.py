@@ -1,5 +1,7 @@
 """Tiny Hydra app for the sweeper tests: cheap objectives, optional crash/NaN/sleep/pruning.
 
+It reports failures as `hyrax-run` does (`hyrax.report.run_and_report`): bad input exits with code 2.
+
 python tests/search/app/quadratic.py -m hydra.sweep.dir=/tmp/s 'x=interval(-5,5)'
 """
 
@@ -73,4 +75,10 @@ def main(cfg: DictConfig) -> Any:
 
 
 if __name__ == "__main__":
+    # Report failures as `hyrax-run` does: bad input is one message and exit code 2, not a traceback.
+    import hydra._internal.utils as hydra_utils
+
+    from hyrax import report
+
+    hydra_utils.run_and_report = report.run_and_report
     main()
