@@ -38,9 +38,17 @@ def run_verb(
     `hyrax.train.components.check_all_used`).
     """
     from hyrax.compat.normalize import normalize
+    from hyrax.ranges import check_ranges
 
+    check_ranges(config)
     normalize(with_package_tables(config))
     verb = config.get("verb", "train")
+    if verb == "train" and config.get("ckpt_path"):
+        raise HyraxError(
+            "ckpt_path names the checkpoint that test and infer use; training does not read it",
+            key="ckpt_path",
+            fix="to continue training from a checkpoint, set train.resume=<run dir or .pt file> instead",
+        )
     if verb == "train":
         from hyrax.train.run import train
 
@@ -70,7 +78,9 @@ def run(cfg: DictConfig) -> Any:
     from hydra.types import RunMode
 
     from hyrax.compat.overrides import given_keys
+    from hyrax.redact import install_log_redaction
 
+    install_log_redaction()  # also in jobs that run in processes of their own (Slurm, workers)
     hydra_cfg = HydraConfig.get()
     config = as_plain(cfg)
     task_overrides = list(hydra_cfg.overrides.task)

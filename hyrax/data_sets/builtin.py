@@ -128,6 +128,12 @@ class CSVDataSet(InMemoryDataset):
         p = _existing(path, "data_set.path")
         table = np.genfromtxt(p, delimiter=delimiter, names=True, dtype=None, encoding="utf-8")
         columns = list(table.dtype.names or ())
+        if len(columns) == 1 and label_column is not None and label_column not in columns:
+            raise HyraxError(
+                f"'{p}' read with delimiter {delimiter!r} has a single column, '{columns[0]}'",
+                key="data_set.delimiter",
+                fix="set data_set.delimiter to the character that separates the file's columns",
+            )
         if label_column is not None and label_column not in columns:
             raise HyraxError(
                 f"'{p}' has no column '{label_column}' (columns: {', '.join(columns)})",

@@ -93,9 +93,7 @@ class Batch(dict):
         raise KeyError(key)
 
 
-def collate_function(
-    data_set: Any, configured: str | None = None
-) -> Callable[[list[tuple[int, Any]]], Any]:
+def collate_function(data_set: Any, configured: str | None = None) -> Callable[[list[tuple[int, Any]]], Any]:
     """Collation of `(position, item)` pairs into one batch: `data_loader.collate_fn` when configured (a
     dotted path; it gets the list of items), else the data set's own collate methods, else by field."""
     if configured:

@@ -164,8 +164,9 @@ def check_types(group: str, cls: type, params: Mapping[str, Any]) -> None:
 
 def _expected_type(parameter: inspect.Parameter) -> type | None:
     annotation = parameter.annotation
-    if isinstance(annotation, str):
-        annotation = _SIMPLE.get(annotation)
+    if isinstance(annotation, str):  # "int", or "str | None" (None is let through before this)
+        kinds = [a.strip() for a in annotation.split("|") if a.strip() != "None"]
+        annotation = _SIMPLE.get(kinds[0]) if len(kinds) == 1 else None
     if annotation in _SIMPLE.values():
         return annotation
     default = parameter.default  # unannotated: a numeric default says "a number", not which kind

@@ -10,6 +10,7 @@ import difflib
 import inspect
 import logging
 import random
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -26,6 +27,7 @@ from hyrax.models.contract import (
     constructor_kwargs,
     inputs_and_labels,
 )
+from hyrax.ranges import check_parameters
 from hyrax.reads import ConfigView, was_read
 from hyrax.resolve import locate_target, reserved_keys
 from hyrax.train.data import DataParts, prepare_data
@@ -75,6 +77,20 @@ def component_params(group: str, node: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def check_components(config: Mapping[str, Any]) -> None:
+    """Check each component's values against its constructor (required ones given, types right) before
+    anything is built."""
+    for group in COMPONENT_GROUPS:
+        node = config.get(group) or {}
+        if node.get("_target_") is None:
+            continue
+        params = component_params(group, node)
+        check_required(group, params)
+        cls = locate_target(group, node["_target_"])
+        check_types(group, cls, params)
+        check_parameters(group, cls, params)
+
+
 def build_component(group: str, node: Mapping[str, Any] | None, view: ConfigView, **injected: Any) -> Any:
     """Instantiate the class a component config names; None when its `_target_` is null."""
     if not node or node.get("_target_") is None:
@@ -83,6 +99,7 @@ def build_component(group: str, node: Mapping[str, Any] | None, view: ConfigView
     params = component_params(group, node)
     check_required(group, params)
     check_types(group, cls, params)
+    check_parameters(group, cls, params)
     injected.setdefault("config", view)
     try:
         return cls(**constructor_kwargs(cls, params, injected))
@@ -92,9 +109,10 @@ def build_component(group: str, node: Mapping[str, Any] | None, view: ConfigView
         ours = group in TRAINING_PARTS or "argument" in str(err)
         if not ours:
             raise
+        named = [k for k in params if re.search(rf"\b{re.escape(k)}\b", str(err))]
         raise HyraxError(
             f"{cls.__qualname__} rejected its arguments: {err}",
-            key=group,
+            key=f"{group}.{named[0]}" if len(named) == 1 else group,
             fix=f"check the {group}.* values against {cls.__qualname__}'s parameters",
         ) from err
 

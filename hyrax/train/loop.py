@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from hyrax.errors import NonFiniteLossError
+from hyrax.errors import HyraxError, NonFiniteLossError
 from hyrax.models.contract import TRAIN_STEP_NAMES, batch_length, find_method, inputs_and_labels, loss_value
 from hyrax.train import checkpoint
 from hyrax.train.evaluate import evaluate, to_device
@@ -64,6 +64,7 @@ class Loop:
                 )
             if monitor is None:
                 monitor, mode = self._monitor(metrics)
+                self._check_objective(metrics)
             self._step_scheduler(metrics.get(monitor))
             improved = self._judge(metrics, monitor, mode)
             self.state.epoch = epoch + 1
@@ -92,12 +93,34 @@ class Loop:
             )
             log.warning("%s: judging best checkpoints, early stopping and the objective on train/loss", why)
             return "train/loss", "min"
+        if monitor not in metrics:
+            raise HyraxError(
+                f"train.early_stopping.monitor '{monitor}' is not measured "
+                f"(have: {', '.join(sorted(metrics))})",
+                key="train.early_stopping.monitor",
+                fix="name one of the measured metrics, e.g. train.early_stopping.monitor=val/loss",
+            )
         return monitor, mode
+
+    def _check_objective(self, metrics: dict[str, float]) -> None:
+        """Fail after the first epoch, not after the last, when the objective names a metric the run
+        will not measure (test/ metrics come at the end, from a test split; val/ falls back to train/)."""
+        wanted = self.train_cfg["objective"]["metric"]
+        for name in [wanted] if isinstance(wanted, str) else list(wanted):
+            later = name.startswith("test/") and not self.batches["test"].empty
+            fallback = name.startswith("val/") and "train/" + name.removeprefix("val/") in metrics
+            if name not in metrics and not later and not fallback:
+                raise HyraxError(
+                    f"objective metric '{name}' is not measured (have: {', '.join(sorted(metrics))}"
+                    f"{', and test/ metrics at the end' if not self.batches['test'].empty else ''})",
+                    key="train.objective.metric",
+                    fix="name one of the measured metrics, e.g. train.objective.metric=val/loss",
+                )
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         model, cfg = self.model, self.train_cfg
         train_step = find_method(model, TRAIN_STEP_NAMES)
-        every = max(1, cfg["log_every_n_steps"])
+        every = cfg["log_every_n_steps"]
         total, count, window, window_n, samples = 0.0, 0, 0.0, 0, 0
         extras: dict[str, float] = {}
         started = time.perf_counter()
@@ -197,7 +220,7 @@ class Loop:
     def _save_checkpoints(self, improved: bool) -> None:
         policy = self.train_cfg["checkpoint"]
         folder = checkpoint.checkpoint_dir(self.run_dir)
-        due = self.state.epoch % max(1, policy["every_n_epochs"]) == 0
+        due = self.state.epoch % policy["every_n_epochs"] == 0
         if not (improved and policy["save_best"]) and not (policy["save_last"] and due):
             return
         state = self.snapshot()

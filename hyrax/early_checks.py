@@ -1,0 +1,59 @@
+"""Checks of the composed config that run before Hydra creates anything (a run directory, a sweep's
+MLflow parent run, an Optuna study), as a Hydra callback listed first in `conf/config.yaml`.
+
+Hydra turns an exception in a callback into a warning and carries on, so a failed check prints its one
+message and exits with code 2 itself. With `HYDRA_FULL_ERROR=1` it lets the run go on instead, and the
+same checks fail again inside the run with their full traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from hyrax.errors import HyraxError
+
+
+class EarlyChecks(Callback):
+    """Hydra callback: the run's checks before a run; those and the sweep's before a multirun."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _gate(lambda: check_run(config))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hyrax.search.checks import check_sweep
+
+        def checks() -> None:
+            check_run(config)
+            check_sweep(config.hydra.sweeper, list(config.hydra.overrides.task))
+
+        _gate(checks)
+
+
+def check_run(config: DictConfig) -> None:
+    """The checks a run's settings pass before it starts: ranges, and each component's values against
+    its constructor's parameters."""
+    from omegaconf import OmegaConf
+
+    from hyrax.config import COMPONENT_GROUPS
+    from hyrax.ranges import check_ranges
+    from hyrax.train.components import check_components
+
+    check_ranges(config)
+    check_components({g: OmegaConf.to_container(config[g], resolve=True) for g in COMPONENT_GROUPS})
+
+
+def _gate(checks: Any) -> None:
+    from hyrax.report import as_user_error, full_error_requested
+
+    try:
+        checks()
+    except Exception as err:
+        user_error = as_user_error(err)
+        if user_error is None or full_error_requested():
+            raise  # Hydra warns; the run itself meets the problem again and reports it
+        sys.stderr.write(user_error.render() + "\n")
+        raise SystemExit(HyraxError.exit_code) from err
