@@ -30,6 +30,9 @@ def main() -> None:
     import hydra
 
     from hyrax import report
+    from hyrax.redact import install_log_redaction
+
+    install_log_redaction()  # Hydra's launchers log each job's overrides, a tracking URI's password too
 
     # As with `python -m`, packages in the working directory are importable (model=mypkg.MyModel).
     if os.getcwd() not in sys.path and "" not in sys.path:

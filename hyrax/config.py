@@ -97,10 +97,17 @@ class DataLoaderConfig:
 
 @dataclass
 class MlflowConfig:
-    """Where and how runs are tracked. `tracking_uri` null means MLFLOW_TRACKING_URI or ./mlflow.db."""
+    """Where and how runs are tracked.
+
+    `tracking_uri`: set here or on the command line it wins over the MLFLOW_TRACKING_URI environment
+    variable, which wins over the default `sqlite:///<launch dir>/mlflow.db`.
+    """
 
     enabled: bool = True
     tracking_uri: str | None = None
+    # How long the end of a run keeps retrying an unreachable tracking server before it writes what
+    # is left to <run dir>/mlflow_unsent.jsonl.
+    outage_wait_s: float = 30.0
     experiment: str = "hyrax"
     run_name: str | None = None
     log_checkpoint: bool = False

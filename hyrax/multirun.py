@@ -19,8 +19,13 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from hyrax import tags
+from hyrax.redact import redact
+from hyrax.tags import clip_tag
+
 log = logging.getLogger("hyrax")
 PARENT_FILE = "mlflow_parent.json"
+MAX_CHILDREN = 5000  # child runs one search returns: more than any sweep here runs
 RESULT_FILES = ("optimization_results.yaml",)
 
 
@@ -46,15 +51,17 @@ class MultirunTracking(Callback):
         except Exception as err:  # Hydra would only warn and run the whole sweep untracked
             from hyrax.errors import HyraxError
 
-            sys.stderr.write(
-                HyraxError(
-                    f"cannot open the sweep's MLflow run: {err}",
+            problem = (
+                err
+                if isinstance(err, HyraxError)
+                else HyraxError(
+                    f"cannot open the sweep's MLflow run: {redact(str(err))}",
                     key="mlflow.tracking_uri",
                     fix="check the MLflow store, or set mlflow.enabled=false",
-                ).render()
-                + "\n"
+                )
             )
-            raise SystemExit(2) from err
+            sys.stderr.write(problem.render() + "\n")
+            raise SystemExit(HyraxError.exit_code) from err
 
     def _open_parent(self, config: DictConfig) -> None:
         from hyrax.tracking import client_for, tracking_uri
@@ -74,7 +81,7 @@ class MultirunTracking(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(json.dumps(self.info))
         atexit.register(self._end_if_unfinished)
-        log.info("MLflow parent run %s (%s)", self.info["run_id"], uri)
+        log.info("MLflow parent run %s (%s)", self.info["run_id"], redact(uri))
 
     def _reopened(self, sweep_dir: Path) -> str | None:
         """The parent of an earlier, interrupted run of the same sweep (same sweep dir), reopened."""
@@ -89,14 +96,16 @@ class MultirunTracking(Callback):
         from hyrax.tracking import ensure_experiment, log_params
 
         experiment = ensure_experiment(self.client, config.mlflow.experiment, uri, launch_dir)
-        tags = {
-            "hyrax.sweep_dir": str(sweep_dir.resolve()),
-            "hyrax.kind": "sweep",
-            "hyrax.sweeper": str(config.hydra.sweeper.get("_target_", "")),
-            "hyrax.launcher": str(config.hydra.launcher.get("_target_", "")),
+        parent_tags = {
+            tags.SWEEP_DIR: str(sweep_dir.resolve()),
+            tags.KIND: tags.KIND_SWEEP,
+            tags.SWEEPER: str(config.hydra.sweeper.get("_target_", "")),
+            tags.LAUNCHER: str(config.hydra.launcher.get("_target_", "")),
         }
-        run_id = self.client.create_run(experiment, run_name=f"sweep {sweep_dir.name}", tags=tags).info.run_id
-        log_params(self.client, run_id, {"sweep.overrides": " ".join(config.hydra.overrides.task)[:6000]})
+        run_id = self.client.create_run(
+            experiment, run_name=f"sweep {sweep_dir.name}", tags=parent_tags
+        ).info.run_id
+        log_params(self.client, run_id, {"sweep.overrides": " ".join(config.hydra.overrides.task)})
         return run_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -121,11 +130,9 @@ class MultirunTracking(Callback):
         maximize = self.info["direction"].startswith("max")
         best = (max if maximize else min)(scored, key=lambda r: r.data.metrics["objective"])
         self.client.log_metric(self.info["run_id"], "best_objective", best.data.metrics["objective"])
-        self.client.set_tag(self.info["run_id"], "hyrax.best_run_id", best.info.run_id)
-        self.client.set_tag(
-            self.info["run_id"], "hyrax.best_overrides", best.data.tags.get("hyrax.overrides", "")
-        )
-        self.client.set_tag(self.info["run_id"], "hyrax.n_children", str(len(children)))
+        self.client.set_tag(self.info["run_id"], tags.BEST_RUN_ID, best.info.run_id)
+        self.client.set_tag(self.info["run_id"], tags.BEST_OVERRIDES, best.data.tags.get(tags.OVERRIDES, ""))
+        self.client.set_tag(self.info["run_id"], tags.N_CHILDREN, str(len(children)))
 
     def _end_if_unfinished(self) -> None:
         """The sweep failed: close the parent, and children whose jobs died without closing theirs."""
@@ -144,8 +151,8 @@ def child_runs(client: Any, info: Mapping[str, str]) -> list[Any]:
     """All child runs of a sweep's parent run."""
     return client.search_runs(
         [info["experiment_id"]],
-        filter_string=f"tags.mlflow.parentRunId = '{info['run_id']}'",
-        max_results=5000,
+        filter_string=f"tags.`{tags.PARENT_RUN_ID}` = '{info['run_id']}'",
+        max_results=MAX_CHILDREN,
     )
 
 
@@ -158,10 +165,10 @@ def attach_job(config: dict[str, Any], sweep_dir: Path, overrides: list[str]) ->
     config["mlflow"]["tracking_uri"] = info["tracking_uri"]
     config["mlflow"]["experiment"] = info["experiment"]
     swept = [o for o in overrides if not o.lstrip("+~").startswith("trial.")]
-    config["mlflow"]["tags"] = {**config["mlflow"]["tags"], "hyrax.overrides": " ".join(swept)[:5000]}
+    config["mlflow"]["tags"] = {**config["mlflow"]["tags"], tags.OVERRIDES: clip_tag(redact(" ".join(swept)))}
 
 
-def tag_trial(sweep_dir: Path, number: int, state: str, values: list[float] | None) -> None:
+def tag_trial(sweep_dir: Path, number: int, state: str) -> None:
     """Record an Optuna trial's final state on its child run (a killed job's run is closed as FAILED)."""
     info = parent_info(sweep_dir)
     if info is None:
@@ -172,21 +179,21 @@ def tag_trial(sweep_dir: Path, number: int, state: str, values: list[float] | No
     runs = client.search_runs(
         [info["experiment_id"]],
         filter_string=(
-            f"tags.mlflow.parentRunId = '{info['run_id']}' and tags.`hyrax.trial_number` = '{number}'"
+            f"tags.`{tags.PARENT_RUN_ID}` = '{info['run_id']}' and tags.`{tags.TRIAL_NUMBER}` = '{number}'"
         ),
     )
     for run in runs:
-        client.set_tag(run.info.run_id, "hyrax.optuna_state", state)
+        client.set_tag(run.info.run_id, tags.OPTUNA_STATE, state)
         if run.info.status == "RUNNING" and state == "FAIL":
             client.set_terminated(run.info.run_id, "FAILED")
     if not runs:  # the job died before it could start its run: keep one child per trial all the same
-        tags = {
-            "mlflow.parentRunId": info["run_id"],
-            "hyrax.trial_number": str(number),
-            "hyrax.optuna_state": state,
-            "hyrax.error": "the job ended before it started tracking",
+        child_tags = {
+            tags.PARENT_RUN_ID: info["run_id"],
+            tags.TRIAL_NUMBER: str(number),
+            tags.OPTUNA_STATE: state,
+            tags.ERROR: "the job ended before it started tracking",
         }
-        run = client.create_run(info["experiment_id"], run_name=f"trial {number}", tags=tags)
+        run = client.create_run(info["experiment_id"], run_name=f"trial {number}", tags=child_tags)
         client.set_terminated(run.info.run_id, "FAILED" if state == "FAIL" else "FINISHED")
 
 
@@ -195,6 +202,6 @@ def optuna_callback(config: DictConfig) -> Any:
     sweep_dir = Path(str(config.hydra.sweep.dir))
 
     def record(study: Any, trial: Any) -> None:
-        tag_trial(sweep_dir, trial.number, trial.state.name, trial.values)
+        tag_trial(sweep_dir, trial.number, trial.state.name)
 
     return record

@@ -14,9 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from hyrax import tags
 from hyrax.errors import HyraxError
 from hyrax.models.contract import TEST_NAMES
-from hyrax.tracking import NullTracker, Tracker, flatten, tracking_uri
+from hyrax.tracker import NullTracker, Tracker
+from hyrax.tracking import flatten, tracking_uri
 from hyrax.train import checkpoint
 from hyrax.train.components import assemble, pick_device, seed_everything
 from hyrax.train.evaluate import evaluate
@@ -31,23 +33,28 @@ def make_tracker(config: Mapping[str, Any], launch_dir: Path) -> Tracker:
     settings = config["mlflow"]
     if not settings["enabled"]:
         return NullTracker()
-    return Tracker(tracking_uri(settings["tracking_uri"], launch_dir), settings["experiment"], launch_dir)
+    return Tracker(
+        tracking_uri(settings["tracking_uri"], launch_dir),
+        settings["experiment"],
+        launch_dir,
+        outage_wait_s=settings["outage_wait_s"],
+    )
 
 
 def run_tags(config: Mapping[str, Any], run_dir: Path) -> dict[str, str]:
     """Tags that say what ran where."""
-    tags = {
-        "hyrax.model": str(config["model"]["_target_"]),
-        "hyrax.data_set": str(config["data_set"]["_target_"]),
-        "hyrax.run_dir": str(run_dir.resolve()),
+    found = {
+        tags.MODEL: str(config["model"]["_target_"]),
+        tags.DATA_SET: str(config["data_set"]["_target_"]),
+        tags.RUN_DIR: str(run_dir.resolve()),
         **config["mlflow"]["tags"],
     }
     if config["mlflow"].get("parent_run_id"):
-        tags["mlflow.parentRunId"] = config["mlflow"]["parent_run_id"]
+        found[tags.PARENT_RUN_ID] = config["mlflow"]["parent_run_id"]
     trial = config.get("trial") or {}
     if trial.get("number") is not None:
-        tags["hyrax.trial_number"] = str(trial["number"])
-    return tags
+        found[tags.TRIAL_NUMBER] = str(trial["number"])
+    return found
 
 
 def requeued_resume(resume: str) -> str:
@@ -66,7 +73,7 @@ def resolve_resume(config: Mapping[str, Any], run_dir: Path) -> tuple[Path, dict
     source = checkpoint.resume_source(config["train"]["resume"], run_dir)
     if source is None:
         return run_dir, None
-    state = checkpoint.load(source)
+    state = checkpoint.load(source, key="train.resume")
     owner = checkpoint.run_dir_of(source)
     log.info("resuming from %s (after epoch %d)", source, state["loop"]["epoch"])
     return owner, state
@@ -119,6 +126,7 @@ def train(
     config["train"]["resume"] = requeued_resume(config["train"]["resume"])
     run_dir, resumed = resolve_resume(config, run_dir)
     tracker = make_tracker(config, launch_dir)
+    tracker.unsent_dir = run_dir
     previous_run = (resumed or {}).get("mlflow_run_id") or _recorded_run_id(run_dir, config)
     tracker.start(
         config["mlflow"]["run_name"] or _run_name(run_dir, launch_dir),
@@ -135,14 +143,20 @@ def train(
         status = "KILLED"
         raise
     except BaseException as err:
-        if type(err).__name__ == "TrialPruned":
+        if _pruned(err):
             status = "KILLED"
-            tracker.set_tags({"hyrax.trial_state": "PRUNED"})
+            tracker.set_tags({tags.TRIAL_STATE: "PRUNED"})
         else:
-            tracker.set_tags({"hyrax.error": f"{type(err).__name__}: {err}"})
+            tracker.set_tags({tags.ERROR: f"{type(err).__name__}: {err}"})
         raise
     finally:
         tracker.finish(status)
+
+
+def _pruned(err: BaseException) -> bool:
+    """Whether `err` is Optuna's word that the sweep pruned this trial (optuna is loaded if a trial ran)."""
+    optuna = sys.modules.get("optuna")
+    return optuna is not None and isinstance(err, optuna.TrialPruned)
 
 
 def _run_name(run_dir: Path, launch_dir: Path) -> str:

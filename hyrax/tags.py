@@ -1,0 +1,44 @@
+"""The names of the MLflow tags Hyrax writes and reads, and the size limits of what it logs.
+
+Every module that sets or searches a tag takes its name from here, so a run written by one part of
+Hyrax (a job, the sweep process, a later `hyrax-run`) is found by the others.
+"""
+
+from __future__ import annotations
+
+# Set by MLflow's own UI and client: the parent of a sweep's child run.
+PARENT_RUN_ID = "mlflow.parentRunId"
+
+# Every training run.
+MODEL = "hyrax.model"
+DATA_SET = "hyrax.data_set"
+RUN_DIR = "hyrax.run_dir"
+ERROR = "hyrax.error"  # why a run FAILED: the error's type and message
+TRACKING_LOSS = "hyrax.tracking_lost"  # what an unreachable tracking server cost the run, if anything
+
+# A sweep's child runs.
+OVERRIDES = "hyrax.overrides"  # the job's own overrides (what it sweeps)
+TRIAL_NUMBER = "hyrax.trial_number"
+TRIAL_STATE = "hyrax.trial_state"  # PRUNED, set by the job when its trial is pruned
+OPTUNA_STATE = "hyrax.optuna_state"  # the state the sweeper told Optuna: COMPLETE, PRUNED, FAIL
+
+# A sweep's parent run.
+KIND = "hyrax.kind"
+KIND_SWEEP = "sweep"
+SWEEP_DIR = "hyrax.sweep_dir"
+SWEEPER = "hyrax.sweeper"
+LAUNCHER = "hyrax.launcher"
+BEST_RUN_ID = "hyrax.best_run_id"
+BEST_OVERRIDES = "hyrax.best_overrides"
+N_CHILDREN = "hyrax.n_children"
+
+# MLflow's limits: values longer than these are cut, batches larger are split.
+MAX_PARAM_LENGTH = 6000
+MAX_TAG_LENGTH = 5000
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+
+
+def clip_tag(value: object) -> str:
+    """A tag value as MLflow stores it: a string of at most `MAX_TAG_LENGTH` characters."""
+    return str(value)[:MAX_TAG_LENGTH]
