@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib.util
 import os
 import re
 import sys
@@ -13,7 +15,8 @@ from typing import Any
 
 from hyrax.errors import HyraxError
 
-_OUR_PACKAGES = ("hyrax", "hydra", "omegaconf", "hydra_plugins")
+# The packages whose frames a user's traceback leaves out: ours and the ones that call into user code.
+HIDDEN_PACKAGES = ("hyrax", "hydra", "omegaconf", "hydra_plugins", "submitit")
 
 
 def full_error_requested() -> bool:
@@ -123,5 +126,24 @@ def print_user_traceback(ex: BaseException) -> None:
 
 
 def _is_ours(filename: str) -> bool:
-    parts = Path(filename).parts
-    return any(p in _OUR_PACKAGES for p in parts[-3:-1]) or "/hydra/" in filename
+    """Whether a frame's file lies inside one of the installed `HIDDEN_PACKAGES` (by location, so a
+    user's own project in a folder that happens to be called `hyrax` or `hydra` keeps its frames)."""
+    try:
+        path = Path(filename).resolve()
+    except (OSError, ValueError):
+        return False
+    return any(path.is_relative_to(folder) for folder in hidden_locations())
+
+
+@functools.cache
+def hidden_locations() -> tuple[Path, ...]:
+    """The folders the `HIDDEN_PACKAGES` are installed in (a namespace package may have several)."""
+    folders: list[Path] = []
+    for name in HIDDEN_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None:
+            folders.extend(Path(p).resolve() for p in spec.submodule_search_locations or ())
+    return tuple(folders)
