@@ -113,6 +113,8 @@ write_configs() {
 $MARK
 ClusterName=$CLUSTER
 SlurmctldHost=$NODE(127.0.0.1)
+# listen on 127.0.0.1 only (NodeAddr, SlurmctldHost's address), never on every interface
+CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
 SlurmUser=root
 AuthType=auth/munge
 # job credential lifetime; also how long a requeued job waits before it may start again (default 120 s)
@@ -158,6 +160,7 @@ $MARK
 AuthType=auth/munge
 DbdHost=localhost
 DbdAddr=127.0.0.1
+CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
 SlurmUser=root
 PidFile=$DIR/run/slurmdbd.pid
 StorageType=accounting_storage/mysql
