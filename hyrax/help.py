@@ -56,6 +56,7 @@ def help_text() -> str:
         + "\n".join(_fields(TrainConfig, "train."))
         + "\n\nHyrax's sections (defaults):\n"
         + "\n".join(_fields(GeneralConfig, "general.") + _fields(DataLoaderConfig, "data_loader."))
-        + "\n\nTracking: mlflow.tracking_uri (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db), "
-        "mlflow.experiment, mlflow.enabled\n"
+        + "\n\nTracking: mlflow.tracking_uri, mlflow.experiment, mlflow.enabled, mlflow.outage_wait_s.\n"
+        "  The store is mlflow.tracking_uri when set (command line or config file), else\n"
+        "  $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db (in the launch directory).\n"
     )

@@ -14,7 +14,6 @@ MODEL = "hyrax.model"
 DATA_SET = "hyrax.data_set"
 RUN_DIR = "hyrax.run_dir"
 ERROR = "hyrax.error"  # why a run FAILED: the error's type and message
-TRACKING_LOSS = "hyrax.tracking_lost"  # what an unreachable tracking server cost the run, if anything
 
 # A sweep's child runs.
 OVERRIDES = "hyrax.overrides"  # the job's own overrides (what it sweeps)

@@ -25,6 +25,13 @@ def test_the_configured_uri_wins_over_the_environment_which_wins_over_the_defaul
     assert tracking_uri("sqlite:///cli.db", tmp_path) == "sqlite:///cli.db"
 
 
+def test_help_states_the_order() -> None:
+    from hyrax.help import help_text
+
+    text = " ".join(help_text().split())
+    assert "mlflow.tracking_uri when set (command line or config file), else $MLFLOW_TRACKING_URI, else" in text
+
+
 def test_passwords_and_tokens_are_masked_and_nothing_else() -> None:
     assert redact("http://alice:s3cret@127.0.0.1:5000") == "http://alice:***@127.0.0.1:5000"
     assert redact("postgresql://u:pw@db/x?sslmode=require") == "postgresql://u:***@db/x?sslmode=require"

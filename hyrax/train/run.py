@@ -195,15 +195,15 @@ def _train(
     log.info("training %s in %s", type(model).__qualname__, run_dir.resolve())
     progress = train_cfg["progress"] if train_cfg["progress"] is not None else sys.stderr.isatty()
     loop = Loop(
-        model,
-        data.batches,
-        device,
-        train_cfg,
-        run_dir,
-        tracker,
-        {"config": config, "mlflow_run_id": run_id},
-        progress,
-        on_epoch_end,
+        model=model,
+        batches=data.batches,
+        device=device,
+        train_cfg=train_cfg,
+        run_dir=run_dir,
+        tracker=tracker,
+        extra_state={"config": config, "mlflow_run_id": run_id},
+        progress=progress,
+        on_epoch_end=on_epoch_end,
     )
     if resumed is not None:
         loop.restore(resumed)
