@@ -36,14 +36,12 @@ class EarlyChecks(Callback):
 def check_run(config: DictConfig) -> None:
     """The checks a run's settings pass before it starts: ranges, and each component's values against
     its constructor's parameters."""
-    from omegaconf import OmegaConf
-
-    from hyrax.config import COMPONENT_GROUPS
+    from hyrax.config import COMPONENT_GROUPS, plain
     from hyrax.ranges import check_ranges
     from hyrax.train.components import check_components
 
     check_ranges(config)
-    check_components({g: OmegaConf.to_container(config[g], resolve=True) for g in COMPONENT_GROUPS})
+    check_components({g: plain(config[g]) for g in COMPONENT_GROUPS})
 
 
 def _gate(checks: Any) -> None:

@@ -25,6 +25,7 @@ from hyrax.models.contract import (
     check_required,
     check_types,
     constructor_kwargs,
+    has_own_step,
     inputs_and_labels,
 )
 from hyrax.ranges import check_parameters
@@ -263,5 +264,12 @@ def assemble(
     own = {g for g in TRAINING_PARTS if getattr(model, g, None) is not None}
     attach_training_parts(model, config, view, given)
     check_all_used(config, given, view.reads, own)
+    if config["train"].get("grad_clip") and has_own_step(model):
+        raise HyraxError(
+            f"train.grad_clip clips in the default training step, and {type(model).__qualname__} has its "
+            "own train_step, so it would do nothing",
+            key="train.grad_clip",
+            fix="clip inside your train_step (torch.nn.utils.clip_grad_norm_), or remove train.grad_clip",
+        )
     preflight(model, data)
     return data, model

@@ -252,8 +252,43 @@ class Loop:
         scheduler = getattr(model, "scheduler", None)
         if state.get("scheduler") and scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
+        self._configured_over_checkpoint()
         self.state = LoopState(**state["loop"])
         checkpoint.restore_rng(state["rng"])
+
+    def _configured_over_checkpoint(self) -> None:
+        """A resumed run's optimizer and scheduler settings are the configured ones, not the checkpoint's
+        (`train.epochs=6` on resume stretches a cosine schedule's `T_max` to 6); the log says what changed."""
+        config = self.extra_state.get("config") or {}
+        optimizer, scheduler = self.model.optimizer, getattr(self.model, "scheduler", None)
+        changed: list[str] = []
+        for name, value in _settings(config.get("optimizer")).items():
+            for group in optimizer.param_groups if optimizer is not None else []:
+                key = "initial_lr" if name == "lr" and "initial_lr" in group else name
+                if key in group and group[key] != value:
+                    changed.append(f"optimizer.{name}={value} (checkpoint: {group[key]})")
+                    group[key] = value
+                    if key == "initial_lr":
+                        group["lr"] = value
+        if changed and scheduler is not None and hasattr(scheduler, "base_lrs") and optimizer is not None:
+            scheduler.base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+        for name, value in _settings(config.get("scheduler")).items():
+            if scheduler is not None and hasattr(scheduler, name) and getattr(scheduler, name) != value:
+                changed.append(f"scheduler.{name}={value} (checkpoint: {getattr(scheduler, name)})")
+                setattr(scheduler, name, value)
+        if changed:
+            closed_form = getattr(scheduler, "_get_closed_form_lr", None)
+            if closed_form is not None and optimizer is not None:  # where the new schedule is now
+                for group, lr in zip(optimizer.param_groups, closed_form(), strict=True):
+                    group["lr"] = lr
+            log.info("resuming with the configured %s", ", ".join(dict.fromkeys(changed)))
+
+
+def _settings(node: Any) -> dict[str, Any]:
+    """A component config's plain values (no `_target_`, no tables)."""
+    if not isinstance(node, dict):
+        return {}
+    return {k: v for k, v in node.items() if not k.startswith("_") and isinstance(v, (int, float, str))}
 
 
 def _fmt(metrics: dict[str, float]) -> str:
