@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 TESTS = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
+HYRAX_RUN = BIN / "hyrax-run"
+T = TypeVar("T")
 
 
 def hyrax_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -17,6 +25,129 @@ def hyrax_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update(extra or {})
     return env
+
+
+def run_hyrax(
+    args: Sequence[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 240,
+    program: str | Path = HYRAX_RUN,
+) -> subprocess.CompletedProcess:
+    """Run `hyrax-run ARGS` in `cwd` to its end, capturing its output; the result's `.cwd` is `cwd`.
+
+    `env` is the whole environment (default `hyrax_env()`). `program` is the `hyrax-run` to use (an
+    installed wheel's), or `sys.executable` to run a script that uses the Python API. A run that
+    outlives `timeout` is killed and fails the test with what it printed so far.
+    """
+    command = [str(program), *args]
+    try:
+        proc = subprocess.run(
+            command,
+            cwd=cwd,
+            env=hyrax_env() if env is None else env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise AssertionError(
+            f"{' '.join(command)} did not finish within {timeout:g} s\n"
+            f"STDOUT:\n{_text(err.stdout)}\nSTDERR:\n{_text(err.stderr)}"
+        ) from None
+    proc.cwd = cwd  # type: ignore[attr-defined]
+    return proc
+
+
+def _text(output: str | bytes | None) -> str:
+    """Captured output of a timed-out process as text (subprocess hands it over as bytes)."""
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
+
+
+@contextmanager
+def started(
+    command: Sequence[str | Path], cwd: Path, log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """Start a long-lived process (a server, a run to interrupt) with its stdout and stderr in `log`.
+
+    `env` is the whole environment (default `hyrax_env()`). On leaving the block the process and
+    everything it started (it gets a session of its own) are stopped: SIGTERM, then SIGKILL.
+    """
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [str(c) for c in command],
+            cwd=cwd,
+            env=hyrax_env() if env is None else env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen, grace: float = 30) -> None:
+    """End a process from `started` and its session: SIGTERM, SIGKILL after `grace` seconds; leftovers
+    of a process that has already ended (workers of a killed run) get SIGKILL."""
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+    _signal_group(proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
+    """Send `sig` to the session `started` gave `proc` (its process group), if any of it is left."""
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def wait_until(
+    condition: Callable[[], T],
+    timeout: float,
+    what: str,
+    log: Path | Callable[[], str] | None = None,
+    proc: subprocess.Popen | None = None,
+    every: float = 0.2,
+) -> T:
+    """Poll `condition()` until it returns something true, and return that.
+
+    Fails, naming `what` (the awaited state: "the server answering /health") and showing the end of
+    `log` (a file, or a function giving text), when `timeout` seconds pass or when `proc` ends first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            value = condition()  # it may have got there on its way out
+            if value:
+                return value
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before {what}{_tail(log)}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{_tail(log)}")
+        time.sleep(every)
+
+
+def _tail(log: Path | Callable[[], str] | None, chars: int = 6000) -> str:
+    """The end of a process's log, for a failure message."""
+    if log is None:
+        return ""
+    text = log() if callable(log) else log_text(log)
+    return f"\n--- log ---\n{text[-chars:]}"
+
+
+def log_text(log: Path) -> str:
+    """What a process from `started` has written to its log so far ('' before it wrote anything)."""
+    return log.read_text(errors="replace") if log.exists() else ""
 
 
 def mlflow_runs(cwd: Path, experiment: str = "hyrax") -> list:
@@ -36,6 +167,34 @@ def metric_history(cwd: Path, run_id: str, key: str) -> list[float]:
 
     client = MlflowClient(tracking_uri=f"sqlite:///{cwd}/mlflow.db")
     return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+@dataclass(frozen=True)
+class Store:
+    """A real MLflow SQLite store, `<root>/mlflow.db`, and the experiment one test tracks its runs in.
+
+    Creating a store costs seconds, so in-process tests share one (the `store` fixture), each in an
+    experiment of its own.
+    """
+
+    root: Path
+    experiment: str
+
+    @property
+    def overrides(self) -> list[str]:
+        """The settings that make a run track into this store and experiment."""
+        return [
+            f"mlflow.tracking_uri=sqlite:///{self.root}/mlflow.db",
+            f"mlflow.experiment={self.experiment}",
+        ]
+
+    def runs(self) -> list:
+        """The experiment's runs, oldest first."""
+        return mlflow_runs(self.root, self.experiment)
+
+    def history(self, run_id: str, key: str) -> list[float]:
+        """The logged values of one metric of one run, in step order."""
+        return metric_history(self.root, run_id, key)
 
 
 def run_dirs(cwd: Path) -> list[Path]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import h5py
 import numpy as np
 import pytest
 import torch
-from hyraxtest import mlflow_runs
+from hyraxtest import run_hyrax
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -48,8 +49,8 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
-def test_api_prepare_train_infer_with_edited_config(tmp_path):
-    h = Hyrax(overrides=["train.epochs=2"])
+def test_api_prepare_train_infer_with_edited_config(store):
+    h = Hyrax(overrides=["train.epochs=2", *store.overrides])
     h.config["optimizer"]["lr"] = 0.01
     ds = h.prepare()
     assert len(ds) == 2000
@@ -57,7 +58,7 @@ def test_api_prepare_train_infer_with_edited_config(tmp_path):
     assert (
         isinstance(model, torch.nn.Module) and isinstance(h.objective, float) and math.isfinite(h.objective)
     )
-    [run] = mlflow_runs(tmp_path)
+    [run] = store.runs()
     assert run.data.params["optimizer.lr"] == "0.01" and run.info.status == "FINISHED"
     result = h.infer()
     assert result.predictions.shape == (2000, 4) and len(result) == 2000
@@ -75,7 +76,8 @@ def test_inline_classes_by_bare_name():
         ]
     )
     assert h.config["model"]["_target_"].endswith("InlineNet")
-    h.train()
+    model = h.train()
+    assert isinstance(model, InlineNet) and model.net[0].out_features == 4, "model.hidden=4 reached it"
     assert math.isfinite(h.objective)
 
 
@@ -148,10 +150,19 @@ def test_splits_are_disjoint_and_reproducible():
 
 
 def test_without_validate_split_best_and_objective_use_train_loss(caplog):
-    h = Hyrax(overrides=["train.split.validate=0", "train.epochs=2", "mlflow.enabled=false"])
+    from hyrax.train import checkpoint
+
+    h = Hyrax(
+        overrides=[
+            "train.split.validate=0",
+            "data_set.n_samples=400",
+            "train.epochs=2",
+            "mlflow.enabled=false",
+        ]
+    )
     h.train()
-    value = h.objective
-    assert math.isfinite(value)
+    best = checkpoint.load(h.last_run_dir / "checkpoints" / "best.pt")["loop"]
+    assert h.objective == best["best_metrics"]["train/loss"] == best["best"]
     assert (
         caplog.text.count(
             "no validate split: judging best checkpoints, early stopping and the objective on train/loss"
@@ -176,15 +187,10 @@ def test_early_stopping_stops_when_the_monitor_stalls():
     assert state["loop"]["epoch"] == 3 and state["loop"]["bad_epochs"] == 2
 
 
-def test_grad_clip_and_scheduler_run(caplog):
-    h = Hyrax(overrides=["train.grad_clip=0.5", "scheduler=cosine", "train.epochs=3", "mlflow.enabled=false"])
-    h.train()
-    assert math.isfinite(h.objective)
-
-
-def test_list_loss_validate_step_and_infer_batch(tmp_path):
+def test_list_loss_validate_step_and_infer_batch(store):
     h = Hyrax(
         overrides=[
+            *store.overrides,
             "model=userpkg.models.ListLossNet",
             "data_set=userpkg.data.ImageLabelData",
             "train.epochs=3",
@@ -198,26 +204,18 @@ def test_list_loss_validate_step_and_infer_batch(tmp_path):
     assert probabilities.shape == (240, 3) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_best_checkpoint_logged_when_asked(tmp_path):
+def test_best_checkpoint_logged_when_asked(store):
     from mlflow.tracking import MlflowClient
 
-    Hyrax(overrides=["train.epochs=1", "mlflow.log_checkpoint=true"]).train()
-    [run] = mlflow_runs(tmp_path)
-    names = [
-        a.path
-        for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(
-            run.info.run_id, "checkpoints"
-        )
-    ]
+    Hyrax(overrides=["train.epochs=1", "mlflow.log_checkpoint=true", *store.overrides]).train()
+    [run] = store.runs()
+    client = MlflowClient(f"sqlite:///{store.root}/mlflow.db")
+    names = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
     assert names == ["checkpoints/best.pt"]
 
 
+@pytest.mark.slow
 def test_classes_defined_in_main_as_in_a_notebook(tmp_path):
-    import subprocess
-    import sys
-
-    from hyraxtest import hyrax_env
-
     script = tmp_path / "notebook.py"
     script.write_text("""
 import torch
@@ -235,16 +233,12 @@ class NotebookNet(nn.Module):
 
 h = Hyrax(overrides=["model=NotebookNet", "model.width=6", "train.epochs=1", "mlflow.enabled=false"])
 print("target", h.config["model"]["_target_"])
-h.train()
+model = h.train()
+print("trained", type(model).__name__, model.net[0].out_features)
 print("objective", h.objective)
 """)
-    out = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=hyrax_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_hyrax([str(script)], tmp_path, timeout=120, program=sys.executable)
     assert out.returncode == 0, out.stderr
-    assert "target __main__.NotebookNet" in out.stdout and "objective " in out.stdout
+    assert "target __main__.NotebookNet" in out.stdout and "trained NotebookNet 6" in out.stdout
+    objective = float(out.stdout.split("objective ", 1)[1].split()[0])
+    assert math.isfinite(objective)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hydra.utils import get_class
 from hyraxtest import user_error
 
 from hyrax import Hyrax, HyraxError
@@ -21,9 +22,9 @@ def in_tmp(tmp_path, monkeypatch):
     [
         (["train.device=cuda"], "train.device", "not available"),
         (["data_set.nan_mode=sometimes"], "data_set.nan_mode", "unknown nan_mode"),
-        (["train.split.validate=0.7", "train.split.test=0.7"], "train.split", "more than the 2000 items"),
+        (["train.split.validate=0.7", "train.split.test=0.7"], "train.split", "add up to 2.2"),
         (["train.split.train=0", "train.split.validate=0.5"], "train.split.train", "train split is empty"),
-        (["train.objective.metric=val/f1"], "train.objective.metric", "'val/f1' was not measured"),
+        (["train.objective.metric=val/f1"], "train.objective.metric", "'val/f1' is not measured"),
         (
             [
                 "model=linear",
@@ -36,7 +37,12 @@ def in_tmp(tmp_path, monkeypatch):
         ),
         (["model=torch.nn.ReLU"], "model", "has no trainable parameters"),
         (["model=torch.optim.SGD", "model.lr=0.1"], "model.params", "required parameter 'params'"),
-        (["optimizer.lr=-1"], "optimizer", "Adam rejected its arguments: Invalid learning rate"),
+        (["optimizer.lr=-1"], "optimizer.lr", "optimizer.lr must be a number of at least 0, not -1"),
+        (
+            ["optimizer=sgd", "+optimizer.nesterov=true", "+optimizer.dampening=0.5"],
+            "optimizer",
+            "SGD rejected its arguments: Nesterov momentum requires",
+        ),
         (
             ["scheduler=step", "scheduler.step_size=abc"],
             "scheduler.step_size",
@@ -77,15 +83,28 @@ def test_every_shipped_option_passes_the_type_checks(choice):
 
         np.savez("img.npz", x=np.random.rand(40, 3, 8, 8).astype("float32"), y=np.arange(40) % 2)
     h = Hyrax(overrides=[choice, *extra, "optimizer.weight_decay=0.001", OFF])
-    assemble(as_plain(h.config), pick_device("cpu"))
+    _, model = assemble(as_plain(h.config), pick_device("cpu"))
+    group = choice.split("=")[0]
+    built = model if group == "model" else getattr(model, group)
+    assert isinstance(built, get_class(h.config[group]["_target_"])), (choice, built)
+    assert model.optimizer.param_groups[0]["weight_decay"] == 0.001
 
 
 @pytest.mark.parametrize("criterion", ["mse", "l1", "huber", "bce_with_logits"])
 def test_every_shipped_criterion_trains_on_real_valued_targets(criterion):
     import math
 
-    h = Hyrax(overrides=["data_set=synthetic_regression", f"criterion={criterion}", "train.epochs=1", OFF])
-    h.train()
+    h = Hyrax(
+        overrides=[
+            "data_set=synthetic_regression",
+            "data_set.n_samples=400",
+            f"criterion={criterion}",
+            "train.epochs=1",
+            OFF,
+        ]
+    )
+    model = h.train()
+    assert isinstance(model.criterion, get_class(h.config["criterion"]["_target_"]))
     assert math.isfinite(h.objective)
 
 
@@ -130,6 +149,7 @@ def test_csv_without_the_label_column(tmp_path):
     assert caught.value.key == "data_set.label_column"
 
 
+@pytest.mark.slow
 def test_unusable_tracking_store_is_bad_input_for_runs_and_sweeps(hyrax_run):
     bad = "mlflow.tracking_uri=sqlite:////proc/no-such-dir/mlflow.db"
     user_error(hyrax_run(bad, "train.epochs=1"), "mlflow.tracking_uri", "cannot use the MLflow store")
@@ -138,6 +158,7 @@ def test_unusable_tracking_store_is_bad_input_for_runs_and_sweeps(hyrax_run):
     )
 
 
+@pytest.mark.slow
 def test_unknown_verb_on_the_command_line(hyrax_run):
     user_error(hyrax_run("verb=dance", OFF), "Error in verb", "use one of: train, test, infer, prepare")
 

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
+import pytest
 import torch
-from hyraxtest import metric_history, mlflow_runs, ok, run_dirs
+from hyraxtest import (
+    HYRAX_RUN,
+    TESTS,
+    log_text,
+    metric_history,
+    mlflow_runs,
+    ok,
+    run_dirs,
+    started,
+    wait_until,
+)
 
 
+def saved_config(run_dir) -> dict:
+    """The config a run saved in its last checkpoint."""
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["config"]
+
+
+@pytest.mark.slow
 def test_default_run_trains_checkpoints_and_tracks(hyrax_run):
     proc = ok(hyrax_run("train.epochs=4", "data_set.noise=3.0", "train.log_every_n_steps=5"))
     [run_dir] = run_dirs(proc.cwd)
@@ -31,6 +50,7 @@ def test_default_run_trains_checkpoints_and_tracks(hyrax_run):
     assert best["mlflow_run_id"] == run.info.run_id
 
 
+@pytest.mark.slow
 def test_user_classes_by_dotted_path_each_contract(hyrax_run, tmp_path):
     cases = {
         "dict items + to_tensor": [
@@ -63,6 +83,7 @@ def test_user_classes_by_dotted_path_each_contract(hyrax_run, tmp_path):
         assert losses[-1] < losses[0], run.data.tags["hyrax.model"]
 
 
+@pytest.mark.slow
 def test_torch_classes_and_required_parameters_as_keys(hyrax_run):
     proc = ok(
         hyrax_run(
@@ -83,6 +104,7 @@ def test_torch_classes_and_required_parameters_as_keys(hyrax_run):
     assert run.data.metrics["lr"] < 0.01, "the step scheduler did not run"
 
 
+@pytest.mark.slow
 def test_bare_class_names_from_imported_packages(hyrax_run):
     proc = ok(
         hyrax_run(
@@ -94,8 +116,13 @@ def test_bare_class_names_from_imported_packages(hyrax_run):
         )
     )
     assert "epoch 1/1" in proc.stdout
+    [run_dir] = run_dirs(proc.cwd)
+    config = saved_config(run_dir)
+    assert config["model"]["_target_"] == "userpkg.models.TelescopeNet"
+    assert config["data_set"]["_target_"] == "userpkg.data.TelescopeData"
 
 
+@pytest.mark.slow
 def test_regression_option_selects_its_criterion(hyrax_run):
     proc = ok(hyrax_run("data_set=synthetic_regression", "model=linear", "train.epochs=2"))
     [run] = mlflow_runs(proc.cwd)
@@ -103,6 +130,7 @@ def test_regression_option_selects_its_criterion(hyrax_run):
     assert "val/accuracy" not in run.data.metrics
 
 
+@pytest.mark.slow
 def test_grid_sweep_over_dotted_classes(hyrax_run):
     proc = ok(
         hyrax_run(
@@ -118,6 +146,7 @@ def test_grid_sweep_over_dotted_classes(hyrax_run):
     assert models == ["hyrax.models.builtin.MLP", "userpkg.models.PlainNet"]
 
 
+@pytest.mark.slow
 def test_prepare_test_and_infer_verbs(hyrax_run, tmp_path):
     out = ok(
         hyrax_run("verb=prepare", "data_set=userpkg.data.TelescopeData", "model=userpkg.models.TelescopeNet")
@@ -156,23 +185,16 @@ def test_prepare_test_and_infer_verbs(hyrax_run, tmp_path):
     assert predictions.shape == (240, 3) and ids[0] == "obj0000" and len(ids) == 240
 
 
-def test_runs_started_together_get_their_own_directories(hyrax_run, tmp_path):
-    import subprocess
-
-    from hyraxtest import BIN, hyrax_env
-
-    procs = [
-        subprocess.Popen(
-            [str(BIN / "hyrax-run"), "train.epochs=1", "mlflow.enabled=false"],
-            cwd=tmp_path,
-            env=hyrax_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(2)
-    ]
-    assert [p.wait(timeout=120) for p in procs] == [0, 0]
-    assert len(run_dirs(tmp_path)) == 2
+@pytest.mark.slow
+def test_runs_started_together_get_their_own_directories(tmp_path):
+    command = [HYRAX_RUN, "train.epochs=1", "mlflow.enabled=false"]
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    with started(command, tmp_path, logs[0]) as first, started(command, tmp_path, logs[1]) as second:
+        codes = [first.wait(timeout=120), second.wait(timeout=120)]
+    assert codes == [0, 0], "\n".join(log_text(log) for log in logs)
+    dirs = run_dirs(tmp_path)
+    assert len(dirs) == 2
+    assert all((d / "checkpoints" / "last.pt").is_file() for d in dirs)
 
 
 def test_help_is_fast_path_and_lists_options(hyrax_run):
@@ -192,35 +214,26 @@ def test_cli_module_imports_no_heavy_libraries():
     assert out.stdout.strip() == "[]"
 
 
-def test_progress_bar_when_asked_and_ctrl_c_marks_the_run_killed(hyrax_run, tmp_path):
-    import signal
-    import subprocess
-    import time
-
-    from hyraxtest import BIN, hyrax_env
-
-    proc = subprocess.Popen(
-        [
-            str(BIN / "hyrax-run"),
-            "model=userpkg.models.PlainNet",
-            "train.progress=true",
-            "data_set=userpkg.data.ImageLabelData",
-            "data_set.delay=0.003",
-            "train.epochs=50",
-        ],
-        cwd=tmp_path,
-        env=hyrax_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((tmp_path / "runs").glob("*/*/checkpoints/last.pt")):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Interrupted" in stderr and "Traceback" not in stderr
-    assert "epoch 2:" in stderr and "it/s" in stderr, "no progress bar although train.progress=true"
+@pytest.mark.slow
+def test_progress_bar_when_asked_and_ctrl_c_marks_the_run_killed(tmp_path):
+    command = [
+        HYRAX_RUN,
+        "model=userpkg.models.PlainNet",
+        "train.progress=true",
+        "data_set=userpkg.data.ImageLabelData",
+        "data_set.delay=0.003",
+        "train.epochs=50",
+    ]
+    log = tmp_path / "run.log"
+    with started(command, tmp_path, log) as proc:
+        wait_until(
+            lambda: list((tmp_path / "runs").glob("*/*/checkpoints/last.pt")), 120, "a last.pt", log, proc
+        )
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    output = log_text(log)
+    assert proc.returncode == 130 and "Interrupted" in output and "Traceback" not in output, output
+    assert "epoch 2:" in output and "it/s" in output, "no progress bar although train.progress=true"
     [run] = mlflow_runs(tmp_path)
     assert run.info.status == "KILLED"
 
@@ -236,10 +249,9 @@ def test_users_own_conf_folder_extends_the_shipped_one(hyrax_run, tmp_path):
     assert "model: cnn, linear, mlp, tiny" in listed
 
 
+@pytest.mark.slow
 def test_readme_tour_package_in_the_working_directory(hyrax_run, tmp_path):
     """The README's own model and data set, saved as ./mypkg, train with the README's command."""
-    from hyraxtest import TESTS
-
     readme = (TESTS.parent / "README.md").read_text()
     start = readme.index("# mypkg/__init__.py")
     (tmp_path / "mypkg").mkdir()
@@ -247,3 +259,7 @@ def test_readme_tour_package_in_the_working_directory(hyrax_run, tmp_path):
     command = next(line for line in readme.splitlines() if line.startswith("hyrax-run model=mypkg.MyModel"))
     proc = ok(hyrax_run(*command.split()[1:], "train.epochs=2", "mlflow.enabled=false"))
     assert "epoch 2/2" in proc.stdout
+    [run_dir] = run_dirs(tmp_path)
+    assert saved_config(run_dir)["model"]["_target_"] == "mypkg.MyModel"
+    weights = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
+    assert weights["net.0.weight"].shape == (64, 8), "model.hidden=64 of the README's command"

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hyraxtest import metric_history, mlflow_runs
 from torch import nn
 from torch.utils.data import Dataset, IterableDataset
 
@@ -28,14 +27,16 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 def session(model: str, data_set: str, *overrides: str) -> Hyrax:
+    """A two-epoch session choosing its classes by Hyrax's `name` keys."""
     h = Hyrax(overrides=["train.epochs=2", "data_loader.batch_size=16", *overrides])
     h.config["model"]["name"] = model
     h.config["data_set"]["name"] = data_set
     return h
 
 
-def run_of(tmp_path):
-    [run] = mlflow_runs(tmp_path)
+def run_of(store):
+    """The one MLflow run the test tracked."""
+    [run] = store.runs()
     return run
 
 
@@ -115,6 +116,7 @@ class PairItems(HyraxDataset, Dataset):
 def test_to_tensor_only_packs_dict_items(tmp_path):
     h = session("TensorItemsNet", "PairItems", "mlflow.enabled=false")
     assert isinstance(h.train(), TensorItemsNet)
+    assert h.infer().predictions.shape == (64, 2), "infer also batches tensor items without to_tensor"
 
 
 @hyrax_model
@@ -142,32 +144,32 @@ def test_preflight_judges_the_criterion_only_for_the_default_step(tmp_path):
     assert isinstance(h.train(), OwnStepIgnoresLabels)
 
 
-def test_model_defined_criterion_is_kept_and_config_values_named(tmp_path, caplog):
-    h = session("ContrastiveNet", "RandomImages")
+def test_model_defined_criterion_is_kept_and_config_values_named(store, caplog):
+    h = session("ContrastiveNet", "RandomImages", *store.overrides)
     h.config["criterion"]["label_smoothing"] = 0.1
     with caplog.at_level(logging.INFO, logger="hyrax"):
         model = h.train()
     assert type(model.criterion).__name__ == "NTXent", "the model's own loss, not cross entropy"
     assert "using ContrastiveNet's own criterion (NTXent)" in caplog.text
     assert "criterion.label_smoothing do nothing" in caplog.text
-    losses = metric_history(tmp_path, run_of(tmp_path).info.run_id, "train/loss")
+    losses = store.history(run_of(store).info.run_id, "train/loss")
     assert all(v > 0 for v in losses), "NT-Xent is positive; a cross entropy on it was not"
 
 
-def test_validate_and_test_batch_spellings_are_used(tmp_path):
-    session("ImageCNN", "RandomImagesIterable").train()
-    run = run_of(tmp_path)
+def test_validate_and_test_batch_spellings_are_used(store):
+    session("ImageCNN", "RandomImagesIterable", *store.overrides).train()
+    run = run_of(store)
     assert "val/loss" in run.data.metrics, "validate_batch measured the (iterable) validate split"
     assert "test/accuracy" in run.data.metrics, "test_batch's own metric, on the best checkpoint"
 
 
-def test_unsupervised_model_without_validate_step_succeeds_on_train_loss(tmp_path, caplog):
-    h = session("SeedAutoencoder", "FluxData", "train.epochs=3")
+def test_unsupervised_model_without_validate_step_succeeds_on_train_loss(store, caplog):
+    h = session("SeedAutoencoder", "FluxData", "train.epochs=3", *store.overrides)
     with caplog.at_level(logging.WARNING, logger="hyrax"):
         h.train()
-    run = run_of(tmp_path)
+    run = run_of(store)
     assert run.info.status == "FINISHED"
-    losses = metric_history(tmp_path, run.info.run_id, "train/loss")
+    losses = store.history(run.info.run_id, "train/loss")
     assert h.objective == pytest.approx(min(losses)), "the objective is the best epoch's train/loss"
     assert caplog.text.count("judging best checkpoints, early stopping and the objective on train/loss") == 1
     assert (h.last_run_dir / "checkpoints" / "best.pt").is_file()
@@ -373,9 +375,9 @@ class LoopbackWithoutValidateStep(nn.Module):
         return np.asarray(data_dict["data"]["image"]), np.asarray(data_dict["data"]["label"])
 
 
-def test_own_step_model_whose_output_no_criterion_judges_validates_on_train_loss(tmp_path):
-    h = session("LoopbackWithoutValidateStep", "RandomImages")
+def test_own_step_model_whose_output_no_criterion_judges_validates_on_train_loss(store):
+    h = session("LoopbackWithoutValidateStep", "RandomImages", *store.overrides)
     h.train()
-    run = run_of(tmp_path)
+    run = run_of(store)
     assert run.info.status == "FINISHED" and "val/loss" not in run.data.metrics
     assert h.objective == 0.0

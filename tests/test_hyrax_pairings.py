@@ -48,9 +48,9 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
-def docs_style_session(model: str, data_set: str, extra: dict, tmp_path) -> Hyrax:
-    """A session set up the way Hyrax's documentation does it."""
-    h = Hyrax()
+def docs_style_session(model: str, data_set: str, extra: dict, tmp_path, store) -> Hyrax:
+    """A session set up the way Hyrax's documentation does it, tracked in the module's shared store."""
+    h = Hyrax(overrides=store.overrides)
     h.config["model"]["name"] = model
     h.config["data_set"]["name"] = data_set
     if data_set == "CSVTable":
@@ -63,18 +63,34 @@ def docs_style_session(model: str, data_set: str, extra: dict, tmp_path) -> Hyra
     return h
 
 
+# One pairing per kind of model (and of data set: getters, iterable, CSV, fixture) in the fast tier;
+# each trains four epochs and infers, a second or two, so the other pairings run with the slow tests.
+FAST = {
+    ("ImageCNN", "SurveyData"),
+    ("ImageAutoencoder", "RandomImagesIterable"),
+    ("Loopback", "FixtureRandom"),
+    ("SeedAutoencoder", "FluxData"),
+    ("TabularNet", "CSVTable"),
+    ("BatchImageCNN", "RandomImages"),
+}
+
+
 @pytest.mark.parametrize(
-    ("model", "data_set", "extra", "learns"), PAIRINGS, ids=[f"{m}-{d}" for m, d, _, _ in PAIRINGS]
+    ("model", "data_set", "extra", "learns"),
+    [
+        pytest.param(*p, id=f"{p[0]}-{p[1]}", marks=() if p[:2] in FAST else pytest.mark.slow)
+        for p in PAIRINGS
+    ],
 )
-def test_pairing_trains_and_infers_chosen_by_name(model, data_set, extra, learns, tmp_path):
-    h = docs_style_session(model, data_set, extra, tmp_path)
+def test_pairing_trains_and_infers_chosen_by_name(model, data_set, extra, learns, tmp_path, store):
+    h = docs_style_session(model, data_set, extra, tmp_path, store)
     trained = h.train()
     assert type(trained).__name__ == model
     assert math.isfinite(h.objective if isinstance(h.objective, float) else h.objective[0])
-    [run] = mlflow_runs(tmp_path)
+    [run] = store.runs()
     assert run.info.status == "FINISHED"
     assert run.data.tags["hyrax.model"].endswith(model) and run.data.tags["hyrax.data_set"].endswith(data_set)
-    losses = metric_history(tmp_path, run.info.run_id, "train/loss")
+    losses = store.history(run.info.run_id, "train/loss")
     assert len(losses) == 4
     if learns:
         assert losses[-1] < losses[0], f"{model} on {data_set} did not learn: {losses}"

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hyraxtest import ok
+import pytest
+import torch
+from hyraxtest import ok, run_hyrax
+
+pytestmark = pytest.mark.slow  # builds a wheel, installs it, runs its hyrax-run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,21 +42,21 @@ def test_wheel_install_runs_from_any_directory(tmp_path):
     )
     assert all(line.startswith(str(site)) for line in where.stdout.split()), where.stdout
     proc = ok(
-        subprocess.run(
+        run_hyrax(
             [
-                str(site / "bin" / "hyrax-run"),
                 "model=cnn",
                 "data_set=synthetic_classification",
                 "model=linear",
                 "train.epochs=1",
                 "mlflow.enabled=false",
             ],
-            cwd=elsewhere,
-            env=env,
-            capture_output=True,
-            text=True,
+            elsewhere,
+            env,
             timeout=300,
+            program=site / "bin" / "hyrax-run",
         )
     )
     assert "epoch 1/1" in proc.stdout
-    assert list((elsewhere / "runs").glob("*/*/checkpoints/best.pt"))
+    [best] = (elsewhere / "runs").glob("*/*/checkpoints/best.pt")
+    config = torch.load(best, weights_only=False)["config"]
+    assert config["model"]["_target_"] == "hyrax.models.builtin.Linear", "the last model= choice wins"

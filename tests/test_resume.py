@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
-
+import pytest
 import torch
-from hyraxtest import BIN, hyrax_env, metric_history, mlflow_runs, ok, run_dirs
+from hyraxtest import HYRAX_RUN, metric_history, mlflow_runs, ok, run_dirs, started, wait_until
+
+pytestmark = pytest.mark.slow  # every test here runs hyrax-run end to end, some of them twice
 
 SLOW = [
     "model=userpkg.models.PlainNet",
@@ -19,28 +18,24 @@ SLOW = [
 
 
 def _epoch_of(path) -> int:
+    """The number of epochs a checkpoint has finished."""
     return torch.load(path, weights_only=False)["loop"]["epoch"]
 
 
+def _checkpoint_after(root, epoch: int):
+    """The run's last.pt once it holds `epoch` finished epochs or more, else None."""
+    found = list((root / "runs").glob("*/*/checkpoints/last.pt"))
+    return found[0] if found and _epoch_of(found[0]) >= epoch else None
+
+
 def test_killed_run_resumes_from_its_checkpoint_in_the_same_mlflow_run(hyrax_run, tmp_path):
-    proc = subprocess.Popen(
-        [str(BIN / "hyrax-run"), *SLOW],
-        cwd=tmp_path,
-        env=hyrax_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 180
-    last = None
-    while time.time() < deadline and proc.poll() is None:
-        found = list((tmp_path / "runs").glob("*/*/checkpoints/last.pt"))
-        if found and _epoch_of(found[0]) >= 2:
-            last = found[0]
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert last is not None, "the run never wrote a checkpoint"
+    log = tmp_path / "killed.log"
+    with started([HYRAX_RUN, *SLOW], tmp_path, log) as proc:
+        last = wait_until(
+            lambda: _checkpoint_after(tmp_path, 2), 180, "a last.pt of epoch 2 or later", log, proc
+        )
+        proc.kill()
+        proc.wait()
     done = _epoch_of(last)
     assert done < 10, "the run finished before it could be killed"
     run_dir = last.parent.parent
@@ -68,5 +63,6 @@ def test_resume_auto_continues_in_the_same_directory(hyrax_run, tmp_path):
 
 def test_resume_auto_without_checkpoint_starts_fresh(hyrax_run, tmp_path):
     proc = ok(hyrax_run("train.epochs=1", "train.resume=auto", "mlflow.enabled=false"))
-    assert "resuming" not in proc.stdout
-    assert len(run_dirs(tmp_path)) == 1
+    assert "resuming" not in proc.stdout and "epoch 1/1" in proc.stdout
+    [run_dir] = run_dirs(tmp_path)
+    assert _epoch_of(run_dir / "checkpoints" / "last.pt") == 1

@@ -14,12 +14,27 @@ import re
 import shutil
 import subprocess
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
-from hyraxtest import BIN, TESTS, hyrax_env, metric_history, mlflow_runs, parent_and_children
+from hyraxtest import (
+    HYRAX_RUN,
+    TESTS,
+    hyrax_env,
+    log_text,
+    metric_history,
+    mlflow_runs,
+    parent_and_children,
+    run_hyrax,
+    started,
+    wait_until,
+)
+
+# A Slurm cluster, sweeps of several hyrax-run jobs, or several sweeps at once: all slow.
+pytestmark = pytest.mark.slow
 
 ROOT = TESTS.parent
 CLUSTER = ROOT / ".ci" / "local-slurm.sh"
@@ -139,12 +154,6 @@ def sacct_states(ids: list[str], env: dict[str, str], wait: float = 30) -> dict[
         time.sleep(0.5)
 
 
-def hyrax(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "hyrax-run"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def ok(proc: subprocess.CompletedProcess, root: Path) -> subprocess.CompletedProcess:
     """Assert a sweep succeeded; else show its output and its Slurm jobs' logs."""
     assert proc.returncode == 0, (
@@ -181,7 +190,8 @@ def test_grid_on_slurm_is_one_parent_with_a_child_per_job(slurm, run_env, tmp_pa
     # The issue's command: the local sweep plus hydra/launcher=slurm, nothing else. With the preset's
     # 2 CPUs per job the two jobs take turns on the 2-CPU test node.
     proc = ok(
-        hyrax(["-m", *SLURM, "optimizer.lr=0.001,0.01", "train.epochs=2"], tmp_path, run_env, 150), tmp_path
+        run_hyrax(["-m", *SLURM, "optimizer.lr=0.001,0.01", "train.epochs=2"], tmp_path, run_env, 150),
+        tmp_path,
     )
     [parent], children = parent_and_children(mlflow_runs(tmp_path))
     assert parent.info.status == "FINISHED"
@@ -210,7 +220,7 @@ def test_gpu_request_and_setup_lines_reach_the_job(slurm, run_env, tmp_path):
     # The test node declares one GPU as a GRES over a stand-in device: a job asking for it gets
     # CUDA_VISIBLE_DEVICES from Slurm, and the preset's setup lines run before the job.
     ok(
-        hyrax(
+        run_hyrax(
             [
                 "-m",
                 *SLURM,
@@ -236,7 +246,7 @@ def test_optuna_trials_on_slurm_prune_each_other_through_the_journal(slurm, run_
     # study's journal file in the sweep dir, and stops 2 and 3 after their first epoch.
     sweep_dir = tmp_path / "multiruns" / "prune"
     proc = ok(
-        hyrax(
+        run_hyrax(
             [
                 "-m",
                 *SLURM,
@@ -297,7 +307,7 @@ def test_requeued_jobs_resume_from_their_last_checkpoint(slurm, run_env, tmp_pat
     # The sweep waits through all of it; each job continues its own run dir and MLflow run.
     sweep_dir = tmp_path / "multiruns" / "requeue"
     args = [
-        str(BIN / "hyrax-run"),
+        HYRAX_RUN,
         "-m",
         *SLURM,
         *SMALL,
@@ -306,31 +316,30 @@ def test_requeued_jobs_resume_from_their_last_checkpoint(slurm, run_env, tmp_pat
         "train.seed=1,2",
         f"hydra.sweep.dir={sweep_dir}",
     ]
-    interrupts = {0: ["scontrol", "requeue"], 1: ["scancel", "--signal=USR2"]}
-    with (tmp_path / "sweep.log").open("w") as log:
-        proc = subprocess.Popen(args, cwd=tmp_path, env=run_env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 90
-        pending = dict(interrupts)
-        while pending:
-            assert proc.poll() is None, (tmp_path / "sweep.log").read_text() + job_logs(tmp_path)
-            assert time.time() < deadline, f"jobs {sorted(pending)} never reached epoch 2\n" + job_logs(
-                tmp_path
-            )
-            for num in list(pending):
-                if last_epoch(sweep_dir / str(num)) >= 2:
-                    at = last_epoch(sweep_dir / str(num))
-                    assert at < 12, f"job {num} had finished (epoch {at}) before it could be interrupted"
-                    subprocess.run(
-                        [*pending.pop(num), task_ids(tmp_path)[num]], env=run_env, check=True, timeout=30
-                    )
-            time.sleep(0.2)
+    pending = {0: ["scontrol", "requeue"], 1: ["scancel", "--signal=USR2"]}
+
+    def interrupt_those_past_epoch_2() -> bool:
+        """Interrupt each job that has reached epoch 2 (once); true when every job has been."""
+        for num in list(pending):
+            at = last_epoch(sweep_dir / str(num))
+            if at >= 2:
+                assert at < 12, f"job {num} had finished (epoch {at}) before it could be interrupted"
+                subprocess.run(
+                    [*pending.pop(num), task_ids(tmp_path)[num]], env=run_env, check=True, timeout=30
+                )
+        return not pending
+
+    log = tmp_path / "sweep.log"
+    with started(args, tmp_path, log, run_env) as proc:
+        wait_until(
+            interrupt_those_past_epoch_2,
+            90,
+            "every job reaching epoch 2",
+            lambda: log_text(log) + job_logs(tmp_path),
+            proc,
+        )
         proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, (tmp_path / "sweep.log").read_text() + job_logs(tmp_path)
+    assert proc.returncode == 0, log_text(log) + job_logs(tmp_path)
 
     [parent], children = parent_and_children(mlflow_runs(tmp_path))
     assert parent.info.status == "FINISHED"
@@ -355,7 +364,7 @@ def test_a_job_killed_by_a_signal_ends_the_sweep_instead_of_hanging_it(slurm, ru
     # Job 0 SIGKILLs itself (as the OOM killer would): no Python error, no result file. Submitit learns
     # from Slurm's accounting that the job is over, and the sweep fails instead of waiting forever.
     start = time.time()
-    proc = hyrax(
+    proc = run_hyrax(
         [
             "-m",
             *SLURM,
@@ -381,7 +390,7 @@ def test_a_job_killed_by_a_signal_ends_the_sweep_instead_of_hanging_it(slurm, ru
 def test_a_dead_job_fails_only_its_own_optuna_trial(slurm, run_env, tmp_path):
     # Two trials in one batch, the first of which dies without a result: only it is told FAIL; the
     # other, healthy job of the same batch completes and is told COMPLETE.
-    proc = hyrax(
+    proc = run_hyrax(
         [
             "-m",
             *SLURM,
@@ -421,29 +430,15 @@ N_JOBS = 2
 
 def run_together(where: Path, arguments: list[list[str]], timeout: float) -> str:
     """Start one `hyrax-run` per argument list at the same moment; assert all succeed; their logs."""
-    procs = []
-    for w, args in enumerate(arguments):
-        with (where / f"worker_{w}.log").open("w") as log:
-            procs.append(
-                subprocess.Popen(
-                    [str(BIN / "hyrax-run"), *args],
-                    cwd=where,
-                    env=hyrax_env(),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-    try:
+    logs = [where / f"worker_{w}.log" for w in range(len(arguments))]
+    with ExitStack() as stack:
+        procs = [
+            stack.enter_context(started([HYRAX_RUN, *args], where, log))
+            for args, log in zip(arguments, logs, strict=True)
+        ]
         for proc in procs:
             proc.wait(timeout=timeout)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    outputs = "\n".join(
-        f"== worker {w}\n" + (where / f"worker_{w}.log").read_text()[-4000:] for w in range(len(arguments))
-    )
+    outputs = "\n".join(f"== worker {w}\n" + log_text(log)[-4000:] for w, log in enumerate(logs))
     assert [p.returncode for p in procs] == [0] * len(arguments), outputs
     return outputs
 

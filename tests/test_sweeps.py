@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
-
 import optuna
-from hyraxtest import BIN, hyrax_env, mlflow_runs, ok, parent_and_children
+import pytest
+from hyraxtest import HYRAX_RUN, mlflow_runs, ok, parent_and_children, run_hyrax, started, wait_until
+
+pytestmark = pytest.mark.slow  # every test here is a `hyrax-run -m` sweep end to end
 
 OPTUNA = ["hydra/sweeper=optuna", "optimizer.lr=tag(log, interval(1e-4, 1e-1))"]
 
@@ -64,7 +63,6 @@ def test_parallel_optuna_trials_share_one_sqlite_store(hyrax_run):
 def test_killed_optuna_sweep_resumes_with_one_child_per_trial(tmp_path):
     sweep_dir = tmp_path / "multiruns" / "study"
     args = [
-        str(BIN / "hyrax-run"),
         "-m",
         *OPTUNA,
         "hydra.sweeper.n_trials=6",
@@ -75,23 +73,14 @@ def test_killed_optuna_sweep_resumes_with_one_child_per_trial(tmp_path):
         "train.epochs=3",
         f"hydra.sweep.dir={sweep_dir}",
     ]
-    proc = subprocess.Popen(
-        args, cwd=tmp_path, env=hyrax_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    journal = sweep_dir / "optuna.journal"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if (
-            journal.exists()
-            and len(_study(journal).get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= 2
-        ):
-            break
-        time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    journal, log = sweep_dir / "optuna.journal", tmp_path / "killed.log"
+    with started([HYRAX_RUN, *args], tmp_path, log) as proc:
+        wait_until(lambda: _completed(journal) >= 2, 240, "two COMPLETE trials in the journal", log, proc)
+        proc.kill()
+        proc.wait()
     assert len(_study(journal).get_trials()) < 6, "the sweep finished before it could be killed"
 
-    ok(subprocess.run(args, cwd=tmp_path, env=hyrax_env(), capture_output=True, text=True, timeout=400))
+    ok(run_hyrax(args, tmp_path, timeout=400))
     trials = _study(journal).get_trials()
     finished = [t for t in trials if t.state.is_finished()]
     assert len(finished) == 6 and len({t.number for t in trials}) == len(trials)
@@ -101,6 +90,13 @@ def test_killed_optuna_sweep_resumes_with_one_child_per_trial(tmp_path):
         t.number for t in trials
     )
     assert all(c.info.status != "RUNNING" for c in children)
+
+
+def _completed(journal) -> int:
+    """How many trials of the study in `journal` are COMPLETE (0 before the journal exists)."""
+    if not journal.exists():
+        return 0
+    return len(_study(journal).get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
 
 
 def _study(journal) -> optuna.Study:
