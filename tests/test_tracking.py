@@ -29,7 +29,8 @@ def test_help_states_the_order() -> None:
     from hyrax.help import help_text
 
     text = " ".join(help_text().split())
-    assert "mlflow.tracking_uri when set (command line or config file), else $MLFLOW_TRACKING_URI, else" in text
+    order = "mlflow.tracking_uri when set (command line or config file), else $MLFLOW_TRACKING_URI, else"
+    assert order in text
 
 
 def test_passwords_and_tokens_are_masked_and_nothing_else() -> None:
