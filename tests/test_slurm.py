@@ -82,6 +82,42 @@ def slurm() -> dict[str, str]:
     return {"SLURM_CONF": env["SLURM_CONF"]}
 
 
+DAEMONS = ("slurmctld", "slurmd", "slurmdbd", "mariadbd")
+
+
+def test_the_cluster_listens_on_127_0_0_1_only(slurm: dict[str, str]) -> None:
+    """Every TCP port the local cluster's daemons listen on is bound to 127.0.0.1 (read from /proc)."""
+    listening = _listening_sockets()
+    seen: dict[str, set[str]] = {}
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            inodes = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        except OSError:
+            continue
+        if name in DAEMONS:
+            for inode, address in listening.items():
+                if f"socket:[{inode}]" in inodes:
+                    seen.setdefault(name, set()).add(address)
+    assert {"slurmctld", "slurmd"} <= set(seen), seen
+    assert all(a.startswith("127.0.0.1:") for addresses in seen.values() for a in addresses), seen
+
+
+def _listening_sockets() -> dict[str, str]:
+    """inode -> "a.b.c.d:port" of the IPv4 TCP sockets in LISTEN state (/proc/net/tcp), and IPv6 ones
+    as "[v6]:port" (never loopback-only here)."""
+    found: dict[str, str] = {}
+    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            address, port = fields[1].split(":")
+            ip = "[v6]" if v6 else ".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0))
+            found[fields[9]] = f"{ip}:{int(port, 16)}"
+    return found
+
+
 @pytest.fixture
 def run_env(slurm: dict[str, str]) -> dict[str, str]:
     """`hyrax_env` plus the cluster, without Slurm/sbatch settings of the shell (or job) pytest runs in."""
