@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -219,6 +221,54 @@ def user_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
 
 def parent_and_children(runs: list) -> tuple[list, list]:
     """A multirun's MLflow runs split into its parent run(s) and the job/trial child runs."""
-    parents = [r for r in runs if r.data.tags.get("hyrax.kind") == "sweep"]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    from hyrax import tags
+
+    parents = [r for r in runs if r.data.tags.get(tags.KIND) == tags.KIND_SWEEP]
+    children = [r for r in runs if tags.PARENT_RUN_ID in r.data.tags]
     return parents, children
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    """Whether an HTTP GET of `url` gets an answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def mlflow_server(
+    root: Path, port: int | None = None, log_name: str = "server.log"
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real MLflow tracking server on 127.0.0.1 over `<root>/server.db` with proxied artifacts, up
+    (answering /health) until the block ends; gives its URL and process. The same `root` and `port`
+    bring a stopped server back with its runs."""
+    port = port or free_port()
+    command = [
+        BIN / "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{root}/server.db",
+        "--artifacts-destination",
+        root / "artifacts",
+        "--workers",
+        "1",
+    ]
+    url, log = f"http://127.0.0.1:{port}", root / log_name
+    with started(command, root, log) as proc:
+        wait_until(
+            lambda: answers(f"{url}/health"), 90, f"the mlflow server answering {url}/health", log, proc
+        )
+        yield url, proc

@@ -2,58 +2,21 @@
 
 from __future__ import annotations
 
-import socket
-import urllib.request
-
 import pytest
-from hyraxtest import BIN, ok, started, wait_until
+from hyraxtest import log_text, mlflow_server, ok
 
 pytestmark = pytest.mark.slow  # a real server and a sweep through hyrax-run
-
-
-def _free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    """Whether an HTTP GET of `url` gets an answer."""
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real MLflow tracking server with proxied artifacts, stopped after the module."""
     root = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
-    command = [
-        BIN / "mlflow",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--backend-store-uri",
-        f"sqlite:///{root}/server.db",
-        "--artifacts-destination",
-        root / "artifacts",
-        "--workers",
-        "1",
-    ]
-    url = f"http://127.0.0.1:{port}"
-    log = root / "server.log"
-    with started(command, root, log) as proc:
-        wait_until(
-            lambda: _answers(f"{url}/health"), 90, f"the mlflow server answering {url}/health", log, proc
-        )
+    with mlflow_server(root) as (url, proc):
         yield url
-        assert proc.poll() is None, "the mlflow server died during the tests:\n" + log.read_text()
+        assert proc.poll() is None, "the mlflow server died during the tests:\n" + log_text(
+            root / "server.log"
+        )
 
 
 def test_sweep_tracks_into_a_server_named_by_the_environment(hyrax_run, server):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from pathlib import Path
 
 import pytest
-from hyraxtest import hyrax_env, mlflow_runs, ok, run_hyrax, user_error
+from hyraxtest import free_port, hyrax_env, mlflow_runs, ok, run_hyrax, user_error
 
 from hyrax.errors import HyraxError
 from hyrax.redact import install_log_redaction, redact
@@ -52,16 +51,10 @@ def test_log_records_are_masked_once_redaction_is_installed(caplog: pytest.LogCa
     assert "http://alice:***@host:5000" in caplog.text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_server_that_is_not_there_is_reported_within_the_first_contact_limit() -> None:
     started = time.monotonic()
     with pytest.raises(HyraxError, match="did not answer within 2 s") as caught:
-        reach_server(f"http://bob:pw@127.0.0.1:{_free_port()}", within=2)
+        reach_server(f"http://bob:pw@127.0.0.1:{free_port()}", within=2)
     assert 1.5 <= time.monotonic() - started < 5
     assert caught.value.key == "mlflow.tracking_uri"
     assert ":pw@" not in caught.value.render()
@@ -93,7 +86,7 @@ def test_command_line_beats_environment_beats_default(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_an_unreachable_server_fails_within_ten_seconds_of_starting(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     for mode in ([], ["-m"]):
         started = time.monotonic()
         env = hyrax_env({"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})

@@ -3,56 +3,14 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from hyraxtest import BIN, HYRAX_RUN, log_text, ok, run_hyrax, started, stop, wait_until
+from hyraxtest import HYRAX_RUN, free_port, log_text, mlflow_server, ok, run_hyrax, started, stop, wait_until
 
 pytestmark = pytest.mark.slow  # real servers and hyrax-run subprocesses
 
 SECRET = "s3cr3tPW"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-@contextmanager
-def mlflow_server(root: Path, port: int, log_name: str = "server.log") -> Iterator[subprocess.Popen]:
-    """A real MLflow server on 127.0.0.1:`port` over `<root>/server.db`, up until the block ends."""
-    command = [
-        BIN / "mlflow",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--backend-store-uri",
-        f"sqlite:///{root}/server.db",
-        "--artifacts-destination",
-        root / "artifacts",
-        "--workers",
-        "1",
-    ]
-    url, log = f"http://127.0.0.1:{port}", root / log_name
-    with started(command, root, log) as proc:
-        wait_until(lambda: _answers(url), 90, f"the mlflow server answering {url}/health", log, proc)
-        yield proc
 
 
 def _client(port: int):
@@ -77,11 +35,11 @@ LONG_RUN = ["train.epochs=40", "data_set.n_samples=3000", "train.progress=false"
 
 
 def test_a_server_that_restarts_mid_run_loses_nothing(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     run_log = tmp_path / "run.log"
     command = [HYRAX_RUN, *LONG_RUN, f"mlflow.tracking_uri={uri}"]
-    with mlflow_server(tmp_path, port) as server, started(command, tmp_path, run_log) as run:
+    with mlflow_server(tmp_path, port) as (_, server), started(command, tmp_path, run_log) as run:
         wait_until(lambda: _epochs_logged(port) >= 2, 120, "two epochs in MLflow", run_log, run)
         stop(server)
         wait_until(lambda: "unreachable" in log_text(run_log), 60, "the run noticing", run_log, run)
@@ -97,10 +55,10 @@ def test_a_server_that_restarts_mid_run_loses_nothing(tmp_path: Path) -> None:
 
 
 def test_a_server_that_stays_away_costs_no_metrics_and_says_what_was_not_stored(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     run_log = tmp_path / "run.log"
     args = [*LONG_RUN, f"mlflow.tracking_uri=http://127.0.0.1:{port}", "mlflow.outage_wait_s=2"]
-    with mlflow_server(tmp_path, port) as server, started([HYRAX_RUN, *args], tmp_path, run_log) as run:
+    with mlflow_server(tmp_path, port) as (_, server), started([HYRAX_RUN, *args], tmp_path, run_log) as run:
         wait_until(lambda: _epochs_logged(port) >= 2, 120, "two epochs in MLflow", run_log, run)
         stored = _epochs_logged(port)
         stop(server)
@@ -116,7 +74,7 @@ def test_a_server_that_stays_away_costs_no_metrics_and_says_what_was_not_stored(
 
 
 def test_a_password_in_the_tracking_uri_is_in_no_log_param_tag_or_artifact(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     uri = f"http://alice:{SECRET}@127.0.0.1:{port}"
     with mlflow_server(tmp_path, port):
         proc = ok(
