@@ -139,6 +139,9 @@ class Hyrax:
         config_file: str | os.PathLike | None = None,
         config_name: str = PRIMARY_CONFIG,
     ) -> None:
+        from hyrax.redact import install_log_redaction
+
+        install_log_redaction()
         self.launch_dir = Path(os.getcwd())
         self._session = Session(overrides, config_file, config_name)
         self.last_run_dir: Path | None = None

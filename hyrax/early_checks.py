@@ -9,6 +9,7 @@ same checks fail again inside the run with their full traceback.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -44,7 +45,8 @@ def check_run(config: DictConfig) -> None:
     check_components({g: plain(config[g]) for g in COMPONENT_GROUPS})
 
 
-def _gate(checks: Any) -> None:
+def _gate(checks: Callable[[], None]) -> None:
+    """Run `checks`; print a bad-input error's message and exit with code 2, or let Hydra warn."""
     from hyrax.report import as_user_error, full_error_requested
 
     try:

@@ -81,7 +81,7 @@ class MultirunTracking(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(json.dumps(self.info))
         atexit.register(self._end_if_unfinished)
-        log.info("MLflow parent run %s (%s)", self.info["run_id"], redact(uri))
+        log.info("MLflow parent run %s (%s)", self.info["run_id"], uri)
 
     def _reopened(self, sweep_dir: Path) -> str | None:
         """The parent of an earlier, interrupted run of the same sweep (same sweep dir), reopened."""

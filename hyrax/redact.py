@@ -1,8 +1,10 @@
 """Secrets kept out of everything Hyrax writes: logs, MLflow params, tags and artifacts.
 
 A tracking URI may carry a password (`http://user:pw@host`) or a token in its query
-(`?token=...`). `redact` masks them in any text; `install_log_redaction` does it for every log
-record of the process, Hydra's own included (its launcher logs each job's overrides).
+(`?token=...`). `redact` masks them in any text written to MLflow or printed; `install_log_redaction`
+does it for every log record of the process, Hydra's own included (its launcher logs each job's
+overrides), so log calls pass secrets-bearing values as they are. `hyrax-run`, its jobs and the
+`Hyrax` API install it.
 """
 
 from __future__ import annotations

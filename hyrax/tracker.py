@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -31,6 +32,7 @@ from hyrax.tracking import client_for, ensure_experiment, log_params
 log = logging.getLogger("hyrax")
 UNSENT_FILE = "mlflow_unsent.jsonl"
 TEXT_ARTIFACTS = (".yaml", ".yml", ".json", ".txt", ".log", ".toml")
+MASKED_COPY_PREFIX = "hyrax-masked-"
 
 
 @dataclass
@@ -67,9 +69,9 @@ class Tracker:
         tags: Mapping[str, str],
         resume_run_id: str | None = None,
     ) -> None:
-        """Open the store and create (or reopen) the run, without waiting for it."""
+        """Open the store and create (or reopen) the run, without waiting for it (secrets masked)."""
         self._started = self._pool.submit(
-            self._start, run_name, redact_values(dict(params)), redact_values(dict(tags)), resume_run_id
+            self._start, run_name, dict(params), redact_values(dict(tags)), resume_run_id
         )
 
     @property
@@ -149,19 +151,19 @@ class Tracker:
                 write.send(self.client, self.run_id, write.payload)
             except Exception as err:
                 if _is_permanent(err):
-                    log.warning("MLflow refused a write (%s), dropped: %s", write.kind, redact(str(err)))
+                    log.warning("MLflow refused a write (%s), dropped: %s", write.kind, err)
                 else:
                     if self._outage is None:
                         log.warning(
                             "MLflow at %s is unreachable; Hyrax keeps the run's writes and retries: %s",
-                            redact(self.uri),
-                            redact(str(err).splitlines()[0] if str(err) else type(err).__name__),
+                            self.uri,
+                            str(err).splitlines()[0] if str(err) else type(err).__name__,
                         )
                     self._outage, self._had_outage = str(err), True
                     return
             self._outbox.popleft()
             if self._outage is not None:
-                log.warning("MLflow at %s answers again; sending what was kept", redact(self.uri))
+                log.warning("MLflow at %s answers again; sending what was kept", self.uri)
                 self._outage = None
 
     def finish(self, status: str) -> None:
@@ -196,11 +198,11 @@ class Tracker:
         log.warning(
             "MLflow at %s could not be reached for %g s at the end of the run: %s were not stored%s. "
             "Last error: %s",
-            redact(self.uri),
+            self.uri,
             self.outage_wait_s,
             ", ".join(lost),
             f"; they are kept in {where}" if where else "",
-            redact((self._outage or "").splitlines()[0] if self._outage else "unknown"),
+            self._outage.splitlines()[0] if self._outage else "unknown",
         )
 
     def _write_unsent(self, unsent: list[Write]) -> Path | None:
@@ -230,6 +232,9 @@ def _send_tags(client: Any, run_id: str, tags: dict[str, str]) -> None:
 
 def _send_artifact(client: Any, run_id: str, where: tuple[str, str | None]) -> None:
     client.log_artifact(run_id, where[0], where[1])
+    copy = Path(where[0]).parent
+    if copy.name.startswith(MASKED_COPY_PREFIX):  # sent: the masked copy has done its job
+        shutil.rmtree(copy, ignore_errors=True)
 
 
 def _send_status(client: Any, run_id: str, status: str) -> None:
@@ -251,7 +256,7 @@ def _masked_copy(path: Path) -> Path:
     masked = redact(text)
     if masked == text:
         return path
-    copy = Path(tempfile.mkdtemp(prefix="hyrax-artifact-")) / path.name
+    copy = Path(tempfile.mkdtemp(prefix=MASKED_COPY_PREFIX)) / path.name
     copy.write_text(masked)
     return copy
 

@@ -114,14 +114,14 @@ def ensure_experiment(client: Any, name: str, uri: str, launch_dir: Path) -> str
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """A nested config as `a.b.c -> value` strings, as MLflow params (secrets masked)."""
+    """A nested config as `a.b.c -> value` strings, as MLflow params (`log_params` masks secrets)."""
     flat: dict[str, str] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
             flat.update(flatten(value, f"{name}."))
         else:
-            flat[name] = redact(str(value))[:MAX_PARAM_LENGTH]
+            flat[name] = str(value)
     return flat
 
 
