@@ -25,7 +25,7 @@ from hyrax.tags import MAX_PARAM_LENGTH, MAX_PARAMS_PER_BATCH
 
 URI_ENV = "MLFLOW_TRACKING_URI"
 SUPPRESS_LINKS_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
-FIRST_CONTACT_S = 6.0  # the first request to a tracking server fails within this (plus start-up)
+FIRST_CONTACT_S = 5.0  # the first request to a tracking server fails within this (plus start-up)
 # MLflow's own retries of each request (its defaults wait up to minutes); Hyrax retries what
 # fails on top (see `hyrax.tracker`). A user's own setting of these variables wins.
 REQUEST_RETRY_ENV = {

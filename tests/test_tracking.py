@@ -93,5 +93,5 @@ def test_an_unreachable_server_fails_within_ten_seconds_of_starting(tmp_path: Pa
         proc = run_hyrax([*mode, "train.epochs=1"], tmp_path, env=env, timeout=60)
         elapsed = time.monotonic() - started
         user_error(proc, "Error in mlflow.tracking_uri", "did not answer", f"127.0.0.1:{port}")
-        assert elapsed < 15, f"{mode}: took {elapsed:.1f} s"  # 6 s of contact, plus start-up on a busy CI
+        assert elapsed < 15, f"{mode}: took {elapsed:.1f} s"  # 5 s of contact, plus start-up on a busy CI
         assert not list(tmp_path.glob("runs/*/*/checkpoints/*.pt"))
