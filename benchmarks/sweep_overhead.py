@@ -93,13 +93,15 @@ def child_seconds(sweep_dir: Path) -> dict[int, float]:
     """{trial number: duration} of the sweep's child MLflow runs (parent id in mlflow_parent.json)."""
     from mlflow.tracking import MlflowClient
 
+    from hyrax import tags
+
     parent = json.loads((sweep_dir / "mlflow_parent.json").read_text())
     client = MlflowClient(tracking_uri=parent["tracking_uri"])
     experiment = client.get_run(parent["run_id"]).info.experiment_id
     children = f"tags.mlflow.parentRunId = '{parent['run_id']}'"
     runs = client.search_runs([experiment], children, max_results=5000)
     return {
-        int(r.data.tags["hyrax.trial_number"]): (r.info.end_time - r.info.start_time) / 1000
+        int(r.data.tags[tags.TRIAL_NUMBER]): (r.info.end_time - r.info.start_time) / 1000
         for r in runs
         if r.info.end_time
     }

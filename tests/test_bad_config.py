@@ -149,6 +149,15 @@ def test_csv_without_the_label_column(tmp_path):
     assert caught.value.key == "data_set.label_column"
 
 
+def test_csv_read_with_the_wrong_delimiter_names_the_delimiter(tmp_path):
+    (tmp_path / "t.csv").write_text("a;b;label\n1;2;0\n3;4;1\n")
+    with pytest.raises(HyraxError, match="read with delimiter ',' has a single column") as caught:
+        Hyrax(overrides=["data_set=csv", f"data_set.path={tmp_path}/t.csv", OFF]).prepare()
+    assert caught.value.key == "data_set.delimiter"
+    data = Hyrax(overrides=["data_set=csv", f"data_set.path={tmp_path}/t.csv", "data_set.delimiter=';'", OFF])
+    assert len(data.prepare()) == 2
+
+
 @pytest.mark.slow
 def test_unusable_tracking_store_is_bad_input_for_runs_and_sweeps(hyrax_run):
     bad = "mlflow.tracking_uri=sqlite:////proc/no-such-dir/mlflow.db"
