@@ -100,12 +100,11 @@ def run(cfg: DictConfig) -> Any:
 
 def epoch_reporter(config: dict[str, Any]) -> Callable[[int, dict[str, float]], None] | None:
     """When the job is an Optuna trial, a hook that reports each epoch's objective (so it can be pruned)."""
-    trial = config.get("trial") or {}
-    if trial.get("number") is None:
-        return None
-    from hyrax.search.trial import open_trial
+    from hyrax.search.trial import current_trial_number, open_trial
 
-    reporter = open_trial(trial)
+    if current_trial_number() is None:
+        return None
+    reporter = open_trial()
     wanted = config["train"]["objective"]["metric"]
     metric = wanted if isinstance(wanted, str) else wanted[0]
 

@@ -1,7 +1,7 @@
 """The config schema (dataclasses in Hydra's ConfigStore) and where Hyrax finds its config files.
 
 Groups `model`, `data_set`, `criterion`, `optimizer` and `scheduler` hold a `_target_` class and its
-constructor arguments, so they are open mappings; `train`, `mlflow` and `trial` are typed and closed,
+constructor arguments, so they are open mappings; `train`, `mlflow` and the rest are typed and closed,
 so a wrong type or an unknown key fails when Hydra composes the config.
 """
 
@@ -116,16 +116,6 @@ class MlflowConfig:
 
 
 @dataclass
-class TrialConfig:
-    """Set by the Optuna sweeper so that a job can report to its trial (for pruning)."""
-
-    study_name: str | None = None
-    storage: Any = None
-    number: int | None = None
-    pruner: Any = None
-
-
-@dataclass
 class HyraxConfig:
     """The whole run configuration."""
 
@@ -140,7 +130,6 @@ class HyraxConfig:
     general: GeneralConfig = field(default_factory=GeneralConfig)
     data_loader: DataLoaderConfig = field(default_factory=DataLoaderConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
-    trial: TrialConfig = field(default_factory=TrialConfig)
 
 
 def register_configs() -> None:

@@ -77,6 +77,7 @@ class MultirunTracking(Callback):
             "experiment_id": self.client.get_run(run_id).info.experiment_id,
             "experiment": config.mlflow.experiment,
             "direction": str(config.train.objective.direction),
+            "sweep_dir": str(sweep_dir),
         }
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(json.dumps(self.info))
@@ -113,6 +114,7 @@ class MultirunTracking(Callback):
             return
         sweep_dir = Path(config.hydra.sweep.dir)
         self._summarise(sweep_dir)
+        self._record_stop(sweep_dir)
         for name in RESULT_FILES:
             if (sweep_dir / name).is_file():
                 self.client.log_artifact(self.info["run_id"], str(sweep_dir / name))
@@ -134,17 +136,44 @@ class MultirunTracking(Callback):
         self.client.set_tag(self.info["run_id"], tags.BEST_OVERRIDES, best.data.tags.get(tags.OVERRIDES, ""))
         self.client.set_tag(self.info["run_id"], tags.N_CHILDREN, str(len(children)))
 
+    def _record_stop(self, sweep_dir: Path) -> dict[str, Any]:
+        """Put why an Optuna sweep stopped, and the compute its trials used, on the parent."""
+        results = sweep_results(sweep_dir)
+        if "stopped_because" in results:
+            self.client.set_tag(
+                self.info["run_id"], tags.STOPPED_BECAUSE, clip_tag(results["stopped_because"])
+            )
+        for name in (tags.TRIAL_SECONDS, tags.WALL_SECONDS):
+            if isinstance(results.get(name), (int, float)):
+                self.client.log_metric(self.info["run_id"], name, float(results[name]))
+        return results
+
     def _end_if_unfinished(self) -> None:
-        """The sweep failed: close the parent, and children whose jobs died without closing theirs."""
+        """The sweep failed or was interrupted: close the parent (KILLED after Ctrl-C, else FAILED),
+        and children whose jobs died without closing theirs."""
         if self.info is None or self.ended:
             return
         try:
+            results = self._record_stop(Path(self.info["sweep_dir"]))
+            interrupted = str(results.get("stopped_because", "")).startswith("interrupted")
+            status = "KILLED" if interrupted else "FAILED"
             for child in child_runs(self.client, self.info):
                 if child.info.status == "RUNNING":
-                    self.client.set_terminated(child.info.run_id, "FAILED")
-            self.client.set_terminated(self.info["run_id"], "FAILED")
+                    self.client.set_terminated(child.info.run_id, status)
+            self.client.set_terminated(self.info["run_id"], status)
         except Exception:
             pass
+
+
+def sweep_results(sweep_dir: Path) -> dict[str, Any]:
+    """What an Optuna sweep wrote in `optimization_results.yaml` ({} for other sweeps)."""
+    path = sweep_dir / RESULT_FILES[0]
+    if not path.is_file():
+        return {}
+    from omegaconf import OmegaConf
+
+    loaded = OmegaConf.to_container(OmegaConf.load(path))
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def child_runs(client: Any, info: Mapping[str, str]) -> list[Any]:
@@ -164,8 +193,10 @@ def attach_job(config: dict[str, Any], sweep_dir: Path, overrides: list[str]) ->
     config["mlflow"]["parent_run_id"] = info["run_id"]
     config["mlflow"]["tracking_uri"] = info["tracking_uri"]
     config["mlflow"]["experiment"] = info["experiment"]
-    swept = [o for o in overrides if not o.lstrip("+~").startswith("trial.")]
-    config["mlflow"]["tags"] = {**config["mlflow"]["tags"], tags.OVERRIDES: clip_tag(redact(" ".join(swept)))}
+    config["mlflow"]["tags"] = {
+        **config["mlflow"]["tags"],
+        tags.OVERRIDES: clip_tag(redact(" ".join(overrides))),
+    }
 
 
 def tag_trial(sweep_dir: Path, number: int, state: str) -> None:

@@ -17,6 +17,7 @@ from torch import nn
 from hyrax import tags
 from hyrax.errors import HyraxError
 from hyrax.models.contract import TEST_NAMES
+from hyrax.search.trial import current_trial_number
 from hyrax.tracker import NullTracker, Tracker
 from hyrax.tracking import flatten, tracking_uri
 from hyrax.train import checkpoint
@@ -51,9 +52,9 @@ def run_tags(config: Mapping[str, Any], run_dir: Path) -> dict[str, str]:
     }
     if config["mlflow"].get("parent_run_id"):
         found[tags.PARENT_RUN_ID] = config["mlflow"]["parent_run_id"]
-    trial = config.get("trial") or {}
-    if trial.get("number") is not None:
-        found[tags.TRIAL_NUMBER] = str(trial["number"])
+    number = current_trial_number()
+    if number is not None:
+        found[tags.TRIAL_NUMBER] = str(number)
     return found
 
 

@@ -13,9 +13,9 @@ import time
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from hyrax.search.trial import open_trial
+from hyrax.search.trial import current_trial_number, open_trial
 
 
 def configure(cfg: DictConfig, trial: Any) -> None:
@@ -26,9 +26,11 @@ def configure(cfg: DictConfig, trial: Any) -> None:
 
 def _log(cfg: DictConfig, **record: Any) -> None:
     if cfg.get("log_file"):
-        number = cfg.get("trial", {}).get("number")
+        number = current_trial_number()
+        own = OmegaConf.to_container(cfg.trial) if "trial" in cfg else None  # an app's own `trial` key
         with open(cfg.log_file, "a") as f:
-            f.write(json.dumps({"number": number, "pid": os.getpid(), "time": time.time(), **record}) + "\n")
+            line = {"number": number, "pid": os.getpid(), "time": time.time(), "trial": own, **record}
+            f.write(json.dumps(line) + "\n")
 
 
 def _objective(cfg: DictConfig) -> Any:
@@ -47,7 +49,7 @@ def _objective(cfg: DictConfig) -> Any:
 
 def _curve(cfg: DictConfig) -> float:
     """Loss x + 1/(epoch+1), reported every epoch: large x is a bad curve the pruner should stop."""
-    reporter = open_trial(cfg.get("trial"))
+    reporter = open_trial()
     loss = float("inf")
     for epoch in range(int(cfg.epochs)):
         time.sleep(float(cfg.get("sleep", 0.0)))
@@ -68,7 +70,7 @@ def main(cfg: DictConfig) -> Any:
     if cfg.get("objective") == "curve":
         value = _curve(cfg)
     else:
-        time.sleep(float(cfg.get("sleep", 0.0)))
+        time.sleep(float(cfg.get("sleep", 0.0)) + float(cfg.get("sleep_per_x", 0.0)) * abs(float(cfg.x)))
         value = _objective(cfg)
     _log(cfg, event="end")
     return value
