@@ -30,6 +30,10 @@ LAUNCHER = "hyrax.launcher"
 BEST_RUN_ID = "hyrax.best_run_id"
 BEST_OVERRIDES = "hyrax.best_overrides"
 N_CHILDREN = "hyrax.n_children"
+STOPPED_BECAUSE = "hyrax.stopped_because"  # why the Optuna sweep stopped asking for trials
+# ... and its metrics: compute the trials used (sum of their wall times) and the sweep's wall time.
+TRIAL_SECONDS = "trial_seconds"
+WALL_SECONDS = "wall_seconds"
 
 # MLflow's limits: values longer than these are cut, batches larger are split.
 MAX_PARAM_LENGTH = 6000

@@ -40,6 +40,8 @@ class OptunaSweeper(Sweeper):
         custom_search_space: str | None = None,
         pruner: Any | None = None,
         enqueue_trials: Any | None = None,
+        timeout: float | None = None,
+        stop_when: Any | None = None,
     ) -> None:
         self.settings: dict[str, Any] = {
             "sampler": sampler,
@@ -54,6 +56,8 @@ class OptunaSweeper(Sweeper):
             "custom_search_space": custom_search_space,
             "pruner": pruner,
             "enqueue_trials": enqueue_trials,
+            "timeout": timeout,
+            "stop_when": stop_when,
         }
         self.impl: Any = None
 
@@ -64,8 +68,9 @@ class OptunaSweeper(Sweeper):
         self.impl = OptunaSweep(**self.settings, callbacks=[optuna_callback(config)])
         self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
-    def sweep(self, arguments: list[str]) -> Any:
-        return self.impl.sweep(arguments)
+    def sweep(self, arguments: list[str]) -> None:
+        """Run the sweep; like Hydra's sweepers, return nothing (the study is in its storage)."""
+        self.impl.sweep(arguments)
 
 
 class OptunaSweeperConfigs(SearchPathPlugin):

@@ -19,6 +19,13 @@ _EXTRA_PACKAGES = {
     "GPSampler": ("scipy", "torch"),
     "QMCSampler": ("scipy",),
 }
+# Classes older Optuna versions had, and what replaces them.
+_REMOVED = {
+    "optuna.samplers.MOTPESampler": (
+        "Optuna 4 removed MOTPESampler; TPESampler handles several objectives",
+        "pick hydra/sweeper/sampler=tpe (with a list hydra.sweeper.direction)",
+    ),
+}
 _CHOICES = {
     "sampler": "tpe, random, grid, nsgaii, qmc, gp or cmaes",
     "pruner": "median, hyperband, successive_halving or nop",
@@ -32,6 +39,9 @@ def target_class(config: Mapping[str, Any] | None, what: str) -> type:
     target = config.get("_target_") if config else None
     if not target:
         raise HyraxError(f"the {what} config needs a _target_, got {dict(config or {})}", key=key, fix=fix)
+    if str(target) in _REMOVED:
+        problem, instead = _REMOVED[str(target)]
+        raise HyraxError(f"the {what} {target} does not exist any more: {problem}", key=key, fix=instead)
     try:
         cls = locate(str(target))
     except ImportError as err:
@@ -80,23 +90,13 @@ def is_grid_sampler(config: Mapping[str, Any]) -> bool:
     return issubclass(target_class(config, "sampler"), optuna.samplers.GridSampler)
 
 
-def build_sampler(
-    config: Mapping[str, Any],
-    grid: Mapping[str, list[Any]] | None = None,
-    seed_offset: int = 0,
-) -> Any:
-    """Instantiate a sampler config; `grid` is the search space of a `GridSampler`.
-
-    `seed_offset` is added to a non-null `seed` (not for the grid, whose seed fixes the
-    grid order), so a resumed study does not replay the same random proposals.
-    """
+def build_sampler(config: Mapping[str, Any], grid: Mapping[str, list[Any]] | None = None) -> Any:
+    """Instantiate a sampler config; `grid` is the search space of a `GridSampler`."""
     target_class(config, "sampler")
     kwargs = dict(plain(config))
     kwargs.pop("_partial_", None)
     if grid is not None:
         kwargs["search_space"] = dict(grid)
-    elif seed_offset and kwargs.get("seed") is not None:
-        kwargs["seed"] = int(kwargs["seed"]) + seed_offset
     return _instantiate(kwargs, "sampler")
 
 

@@ -30,7 +30,7 @@ def check_sweep(sweeper_cfg: Mapping[str, Any], arguments: Sequence[str]) -> Non
     (`config.hydra.overrides.task`), whose sweeps join the search space. Checked: `direction`,
     `n_trials`, `n_jobs`, `max_failure_rate`, every search-space entry (and that the grid sampler
     gets a discrete one), that the sampler and the pruner build, that `custom_search_space` imports,
-    that `enqueue_trials` name searched parameters, and the shape of `storage`.
+    that `enqueue_trials` name searched parameters, the shape of `storage`, and the budgets.
     """
     if not sweeper_cfg or str(sweeper_cfg.get("_target_")) != SWEEPER_TARGET:
         return
@@ -50,6 +50,32 @@ def check_sweep(sweeper_cfg: Mapping[str, Any], arguments: Sequence[str]) -> Non
     custom = load_custom_search_space(settings.get("custom_search_space"))
     _check_enqueued(settings.get("enqueue_trials"), space, custom is not None)
     _check_storage(settings.get("storage"))
+    check_budget(settings.get("timeout"), settings.get("stop_when"), settings.get("direction", "minimize"))
+
+
+def check_budget(timeout: Any, stop_when: Any, direction: Any) -> None:
+    """`timeout` > 0 seconds; `stop_when.patience` >= 1; `stop_when` only for a single objective."""
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise HyraxError(
+            f"timeout must be a number of seconds above 0, or null, got {timeout!r}",
+            key=f"{KEY}.timeout",
+            fix="write hydra.sweeper.timeout=3600 (no new trial after an hour), or null for no limit",
+        )
+    stop_when = dict(stop_when or {})
+    patience = stop_when.get("patience")
+    if patience is not None and not (isinstance(patience, int) and patience >= 1):
+        raise HyraxError(
+            f"stop_when.patience must be a whole number of at least 1, or null, got {patience!r}",
+            key=f"{KEY}.stop_when.patience",
+            fix="write hydra.sweeper.stop_when.patience=10 (stop after 10 trials without improvement)",
+        )
+    set_keys = [k for k in ("value", "patience") if stop_when.get(k) is not None]
+    if set_keys and len(parse_directions(direction)) > 1:
+        raise HyraxError(
+            "stop_when needs a single objective: a multi-objective study has no one best value",
+            key=f"{KEY}.stop_when.{set_keys[0]}",
+            fix="drop stop_when, or use hydra.sweeper.timeout to bound the sweep",
+        )
 
 
 def parse_directions(direction: Any) -> list[str]:

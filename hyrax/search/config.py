@@ -40,6 +40,23 @@ class TPESamplerConfig(SamplerConfig):
     n_ei_candidates: int = 24
     multivariate: bool = False
     warn_independent_sampling: bool | None = None
+    # Trials still running count as if they had the worst value, so that trials asked while others
+    # run (n_jobs > 1, sweeps sharing a study) do not propose the same point.
+    constant_liar: bool = True
+
+
+@dataclass
+class MOTPESamplerConfig(SamplerConfig):
+    """The official plugin's `motpe`: Optuna 4 removed the class; choosing it explains what to use."""
+
+    _target_: str = "optuna.samplers.MOTPESampler"
+    seed: int | None = None
+    consider_prior: bool = True
+    prior_weight: float = 1.0
+    consider_magic_clip: bool = True
+    consider_endpoints: bool = True
+    n_startup_trials: int = 10
+    n_ehvi_candidates: int = 24
 
 
 @dataclass
@@ -165,6 +182,16 @@ class NopPrunerConfig:
 
 
 @dataclass
+class StopWhenConfig:
+    """`hydra.sweeper.stop_when`: stop a sweep early (no new trials; running ones finish)."""
+
+    # Stop once the best objective is at least this good (<= when minimizing, >= when maximizing).
+    value: float | None = None
+    # Stop after this many finished trials in a row that did not improve the best objective.
+    patience: int | None = None
+
+
+@dataclass
 class OptunaSweeperConf:
     """Config of `hydra/sweeper=optuna`; see `hyrax.search.sweeper.OptunaSweep`."""
 
@@ -185,7 +212,8 @@ class OptunaSweeperConf:
     study_name: str | None = None
     # Number of FINISHED trials (complete, pruned or failed) the study should end with.
     n_trials: int = 20
-    # Number of trials launched together as one batch.
+    # Number of trials kept running at once. On launchers that run jobs concurrently (pool, local,
+    # slurm) a trial starts as soon as another ends; Hydra's basic launcher runs one at a time.
     n_jobs: int = 2
     # The sweep stops once more than max_failure_rate * n_trials trials of this run failed.
     max_failure_rate: float = 0.0
@@ -199,10 +227,16 @@ class OptunaSweeperConf:
     pruner: Any | None = None
     # Param dicts evaluated first (optuna.Study.enqueue_trial), skipped if already in the study.
     enqueue_trials: list[dict[str, Any]] | None = None
+    # Seconds after which no new trial starts (running ones finish); null: no limit.
+    timeout: float | None = None
+    # Stop early: when the best objective reaches `value`, or after `patience` finished trials in a
+    # row without improving it (single objective).
+    stop_when: StopWhenConfig = field(default_factory=lambda: StopWhenConfig())
 
 
 _SAMPLERS = {
     "tpe": TPESamplerConfig,
+    "motpe": MOTPESamplerConfig,
     "random": RandomSamplerConfig,
     "cmaes": CmaEsSamplerConfig,
     "nsgaii": NSGAIISamplerConfig,

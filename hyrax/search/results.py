@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import optuna
 from omegaconf import OmegaConf
@@ -14,8 +16,11 @@ log = logging.getLogger("hyrax")
 RESULTS_FILE = "optimization_results.yaml"
 
 
-def write_results(study: optuna.Study, sweep_dir: Path) -> None:
-    """Log the best trial(s); write `optimization_results.yaml` and `plots/*.png` into `sweep_dir`."""
+def write_results(study: optuna.Study, sweep_dir: Path, summary: Mapping[str, Any] | None = None) -> None:
+    """Log the best trial(s); write `optimization_results.yaml` and `plots/*.png` into `sweep_dir`.
+
+    `summary` (why the sweep stopped, the compute it used) is logged and written too.
+    """
     results: dict[str, object] = {"name": "optuna", "study_name": study.study_name}
     counts = {s.name: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     for trial in study.get_trials(deepcopy=False):
@@ -36,6 +41,14 @@ def write_results(study: optuna.Study, sweep_dir: Path) -> None:
         log.info("Number of Pareto solutions: %d", len(best_trials))
         for t in best_trials:
             log.info("    Values: %s, Params: %s", t.values, t.params)
+    if summary:
+        results.update(summary)
+        log.info(
+            "Sweep stopped: %s (%s trial-seconds in %s s)",
+            summary.get("stopped_because"),
+            summary.get("trial_seconds"),
+            summary.get("wall_seconds"),
+        )
     OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
     from hyrax.search.plots import PLOTS_DIR, write_plots  # matplotlib only now; never raises
 

@@ -1,35 +1,39 @@
-"""The Optuna sweep loop behind `hydra/sweeper=optuna`: ask a batch, launch it, tell results.
+"""The Optuna sweep loop behind `hydra/sweeper=optuna`: keep `n_jobs` trials running, tell results.
 
 Behaviour beyond the released hydra-optuna-sweeper:
 
+- **Asynchronous.** On launchers that run jobs concurrently (`pool`, `local`, `slurm`) each trial
+  is its own launch: when one ends it is told and the next is asked at once (see
+  `hyrax.search.slots`). Hydra's basic launcher runs one trial after the other.
 - A bad sweep config (search space, sampler, pruner, direction, ...) is one `HyraxError` naming its
   key, raised before the sweep dir or the study exist (see `hyrax.search.checks`).
 - Persistent by default: with `storage: null` the study lives in a journal file
   `<hydra.sweep.dir>/optuna.journal` and is always opened with `load_if_exists`.
-  `n_trials` is the number of FINISHED trials (complete, pruned or failed) the study should
-  end with, so re-running the same command after a crash continues the study. The default
-  `hydra.sweep.dir` contains a timestamp: to resume, re-run with the same
-  `hydra.sweep.dir=...` (or a fixed `storage`/`study_name`). Trials a dead sweep left
-  RUNNING are told FAIL at start and their parameters queued again. Several sweep processes
-  may share one study (same `study_name` and `storage`, their own sweep dirs): each trial
-  records the sweep dir that asked it, and only that sweep declares it dead (see
-  `hyrax.search.ownership`).
-- `pruner`: rebuilt in every job from `trial.pruner` (see `hyrax.search.trial`).
+  `n_trials` is the number of finished trials (complete, pruned or failed) the study should
+  end with, so re-running the same command after a crash continues the study. Trials a dead
+  sweep left RUNNING are told FAIL, not counted, and their parameters queued again. Several sweep
+  processes may share one study; the rules that keep them from repeating a parameter set or
+  overshooting `n_trials` are in `hyrax.search.asking`, the per-trial random streams in
+  `hyrax.search.seeding`, which sweep owns a trial in `hyrax.search.ownership`.
+- Budgets: `timeout`, `stop_when.value`, `stop_when.patience` (`hyrax.search.budget`).
+- `pruner`: rebuilt in every job from the sweep's study file (see `hyrax.search.trial`).
   A job raising `optuna.TrialPruned` is told PRUNED with its last reported value.
 - A job that raises, or returns None / NaN / a non-number, is told FAIL and the sweep goes on
   until more than `max_failure_rate * n_trials` trials of this run failed; then
-  `FailureRateExceeded` stops it.
+  `FailureRateExceeded` stops it. A sweep whose trials all failed fails too.
 - `enqueue_trials`: parameter dicts evaluated first (skipped if already in the study).
 - The grid sampler stops the sweep when its grid is done, even if `n_trials` is larger.
 
-Every job gets, on top of its parameters, the overrides `++trial.study_name=...`,
-`++trial.storage=...`, `++trial.number=N` and `++trial.pruner=<config or null>`.
+Jobs get their parameters as overrides and nothing else in their config: they learn their trial
+from two environment variables set for the job only (`hyrax.search.trial`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +41,7 @@ from typing import Any
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
@@ -45,20 +49,25 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from hyrax.config import plain
 from hyrax.errors import HyraxError
 from hyrax.search import builders, storage
+from hyrax.search.asking import Asker, counted_finished, requeue, retry_orphans, tell
+from hyrax.search.budget import Budget
 from hyrax.search.checks import check_counts, check_sweep, load_custom_search_space, parse_directions
 from hyrax.search.outcomes import job_outcome
 from hyrax.search.ownership import Ownership
 from hyrax.search.results import write_results
+from hyrax.search.seeding import seed_per_trial
+from hyrax.search.slots import Runner, runner_for
 from hyrax.search.space import SearchSpace, format_value, parse_search_space
+from hyrax.search.trial import job_environment, write_study_file
 
 log = logging.getLogger("hyrax")
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
-RETRY_ATTR = "hyrax_retry_of"
+INTERRUPTED = "interrupted (Ctrl-C)"
 
 
 class FailureRateExceeded(RuntimeError):
-    """More trials failed than `max_failure_rate` allows."""
+    """More trials failed than `max_failure_rate` allows (or every trial of the sweep failed)."""
 
 
 class OptunaSweep:
@@ -83,6 +92,8 @@ class OptunaSweep:
         custom_search_space: str | None = None,
         pruner: Mapping[str, Any] | None = None,
         enqueue_trials: Sequence[Mapping[str, Any]] | None = None,
+        timeout: float | None = None,
+        stop_when: Mapping[str, Any] | None = None,
         callbacks: Sequence[Callback] = (),
     ) -> None:
         check_counts(n_trials, n_jobs, max_failure_rate)
@@ -98,6 +109,8 @@ class OptunaSweep:
         self.custom_search_space = load_custom_search_space(custom_search_space)
         self.pruner_cfg = plain(pruner) or None
         self.enqueue_trials = [dict(plain(p)) for p in enqueue_trials or ()]
+        self.timeout = timeout
+        self.stop_when = dict(plain(stop_when) or {})
         self.callbacks = list(callbacks)
 
         self.config: DictConfig | None = None
@@ -105,9 +118,14 @@ class OptunaSweep:
         self.launcher: Any = None
         self.space = SearchSpace()
         self.storage_spec: storage.StorageSpec = ""
+        self.study_file = Path()
         self.is_grid = False
         self.launched = 0
+        self.told = 0
+        self.trial_seconds = 0.0
+        self.stopped: str | None = None
         self.failures: list[tuple[int, str, BaseException | None]] = []
+        self.failure: FailureRateExceeded | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Keep Hydra's context and build the launcher (Hydra calls this before `sweep`)."""
@@ -118,7 +136,7 @@ class OptunaSweep:
         )
 
     def sweep(self, arguments: list[str]) -> optuna.Study:
-        """Run trials until `n_trials` have finished in the study; return the study.
+        """Run trials until `n_trials` have finished in the study (or a budget ends); return the study.
 
         A bad sweep config is a `HyraxError` (see `check_sweep`) before the sweep dir, its
         `multirun.yaml` or the study exist.
@@ -131,19 +149,82 @@ class OptunaSweep:
         study = self.open_study(sweep_dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        self.study_file = write_study_file(sweep_dir, study.study_name, self.storage_spec, self.pruner_cfg)
         self.resume(study, ownership)
-        while (size := self.next_batch_size(study, ownership)) > 0:
-            trials = [self.ask(study, ownership) for _ in range(size)]
-            returns = self.launch(trials)
-            for trial, job_return in zip(trials, returns, strict=True):
-                self.tell(study, trial, job_return)
-            self.check_failure_rate()
-        write_results(study, sweep_dir)
+        budget = Budget(self.timeout, self.stop_when, self.directions[0])
+        budget.seed_best(study.get_trials(deepcopy=False))
+        began = time.monotonic()
+        try:
+            self.run_trials(study, ownership, budget)
+        except BaseException as err:
+            self.stopped = (
+                INTERRUPTED if isinstance(err, KeyboardInterrupt) else self.stopped or f"error: {err}"
+            )
+            raise
+        finally:
+            write_results(study, sweep_dir, self.summary(time.monotonic() - began))
         return study
+
+    def run_trials(self, study: optuna.Study, ownership: Ownership, budget: Budget) -> None:
+        """Keep up to `n_jobs` trials running until the study is done or a budget ends."""
+        asker = Asker(
+            self.space,
+            ownership,
+            self.n_trials,
+            self.custom_search_space,
+            self.config,
+            dedupe=not self.is_grid,
+        )
+        runner = runner_for(self.launcher, self.n_jobs)
+        running: dict[int, Trial] = {}
+        try:
+            while True:
+                self._fill(study, ownership, asker, runner, running)
+                if not running:
+                    break
+                for done in runner.wait():
+                    frozen = self.tell(study, running.pop(done.number), done.job_return)
+                    self.trial_seconds += done.seconds
+                    budget.told(frozen)
+                self.stopped = self.stopped or budget.stop_reason() or self.failure_rate_reason()
+        except KeyboardInterrupt:
+            runner.interrupt()
+            for trial in running.values():
+                requeue(study, trial, f"{INTERRUPTED}; its parameters run again when the sweep resumes")
+            raise
+        if self.failure is not None:
+            raise self.failure
+        self.check_some_succeeded()
+
+    def _fill(
+        self,
+        study: optuna.Study,
+        ownership: Ownership,
+        asker: Asker,
+        runner: Runner,
+        running: dict[int, Trial],
+    ) -> None:
+        """Ask and start trials while a slot is free, the budget lasts and the study wants more."""
+        while self.stopped is None and len(running) < runner.capacity:
+            if self.room(study, ownership, len(running)) <= 0:
+                return
+            trial = asker.ask(study)
+            if trial is None:
+                return
+            running[trial.number] = trial
+            self.launched += 1
+            runner.start(trial.number, self.job_overrides(trial))
 
     def parse_space(self, arguments: Sequence[str]) -> SearchSpace:
         """The search space from `params` (or legacy `search_space`) and command-line sweeps."""
         legacy = self.legacy_space
+        if legacy:
+            warnings.warn(
+                "hydra.sweeper.search_space is deprecated and will be removed: "
+                "write the search space as hydra.sweeper.params instead",
+                category=UserWarning,
+                stacklevel=2,
+            )
         if legacy and self.params is not None:
             log.warning("Both hydra.sweeper.params and hydra.sweeper.search_space are set; using params.")
             legacy = None
@@ -152,24 +233,27 @@ class OptunaSweep:
         return parse_search_space(self.params, arguments, parser=parser, legacy=legacy)
 
     def open_study(self, sweep_dir: Path) -> optuna.Study:
-        """Create or load the study; the sampler is built once the study's size is known."""
+        """Create or load the study; its sampler draws each trial from a stream of its own."""
         assert self.config is not None
         self.storage_spec = storage.resolve_storage(self.storage, sweep_dir)
         name = self.study_name or str(self.config.hydra.job.name)
         self.study_name = name
+        self.is_grid = builders.is_grid_sampler(self.sampler_cfg)
+        grid = self.space.grid_search_space() if self.is_grid else None
+        sampler = builders.build_sampler(self.sampler_cfg, grid=grid)
+        seed = plain(self.sampler_cfg).get("seed")
+        if seed is not None and not self.is_grid:  # the grid's seed fixes the order of its points
+            seed_per_trial(sampler, int(seed))
         study = optuna.create_study(
             study_name=name,
             storage=storage.open_storage(self.storage_spec),
-            sampler=optuna.samplers.RandomSampler(),
+            sampler=sampler,
             pruner=builders.build_pruner(self.pruner_cfg),
             directions=self.directions,
             load_if_exists=True,
         )
         self._check_directions(study)
-        self.is_grid = builders.is_grid_sampler(self.sampler_cfg)
-        grid = self.space.grid_search_space() if self.is_grid else None
         n_existing = len(study.get_trials(deepcopy=False))
-        study.sampler = builders.build_sampler(self.sampler_cfg, grid=grid, seed_offset=n_existing)
         log.info("Study name: %s", name)
         log.info("Storage: %s", storage.describe(self.storage_spec))
         log.info("Sampler: %s", type(study.sampler).__name__)
@@ -192,99 +276,50 @@ class OptunaSweep:
             )
 
     def resume(self, study: optuna.Study, ownership: Ownership) -> None:
-        """Fail and re-queue the trials a dead run of this sweep left RUNNING; queue `enqueue_trials`.
-
-        Sweep processes that share a study leave each other's running trials alone (see `Ownership`).
-        """
-        trials = study.get_trials(deepcopy=False)
-        retried = {t.user_attrs.get(RETRY_ATTR) for t in trials}
-        for trial in trials:
-            if not ownership.may_declare_dead(trial):
-                continue
-            if trial.number not in retried:
-                study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
-            frozen = self._tell(study, trial.number, None, TrialState.FAIL)
-            log.warning(
-                "Trial %d was left running by an earlier sweep: told FAIL, queued again", trial.number
-            )
+        """Fail (not counted) and re-queue the trials a dead run of this sweep left RUNNING; queue
+        `enqueue_trials`. Sweep processes sharing a study leave each other's trials alone."""
+        for frozen in retry_orphans(study, ownership):
             for callback in self.callbacks:
                 callback(study, frozen)
         for params in self.enqueue_trials:
             study.enqueue_trial(params, skip_if_exists=True)
 
-    def next_batch_size(self, study: optuna.Study, ownership: Ownership) -> int:
-        """How many trials to launch next: up to `n_jobs`, 0 when the sweep is done.
+    def room(self, study: optuna.Study, ownership: Ownership, running_here: int) -> int:
+        """How many more trials may start now; 0 when the sweep is done (and why, in `stopped`).
 
         Trials other sweep processes are running on the same study count as on their way to
         finishing, so that workers sharing a study do not overshoot `n_trials` together.
         """
         trials = study.get_trials(deepcopy=False)
-        finished = sum(t.state.is_finished() for t in trials)
+        finished = counted_finished(trials)
         elsewhere = sum(ownership.runs_elsewhere(t) for t in trials)
-        size = min(self.n_jobs, self.n_trials - finished - elsewhere)
+        size = self.n_trials - finished - elsewhere - running_here
         if self.is_grid and size > 0:
             waiting = sum(t.state == TrialState.WAITING for t in trials)
             if study.sampler.is_exhausted(study) and not waiting:
-                log.info("The grid is exhausted after %d finished trials", finished)
+                if not running_here:
+                    self.stopped = f"the grid is done after {finished} finished trials"
                 return 0
             size = min(size, self._grid_points_left(trials) + waiting)
+        if size <= 0 and not running_here:
+            self.stopped = f"the study has n_trials={self.n_trials} finished trials"
         return max(size, 0)
 
-    def ask(self, study: optuna.Study, ownership: Ownership) -> Trial:
-        """Ask a trial, claim it, and suggest all its parameters (`params`, then `custom_search_space`)."""
-        trial = study.ask(fixed_distributions=dict(self.space.distributions))
-        try:
-            ownership.claim(trial)
-            if self.custom_search_space is not None:
-                self.custom_search_space(self.config, trial)
-            for key, line in self.space.fixed.items():
-                trial.set_user_attr(key, line.split("=", 1)[1] if "=" in line else None)
-            overlap = sorted(set(trial.params) & set(self.space.fixed))
-            if overlap:
-                raise HyraxError(
-                    f"custom_search_space suggests {', '.join(overlap)}, which also has a fixed value",
-                    key="hydra.sweeper.custom_search_space",
-                    fix=f"drop the fixed value of {', '.join(overlap)}, or do not suggest it",
-                )
-        except BaseException:
-            self._tell(study, trial.number, None, TrialState.FAIL)
-            raise
-        return trial
-
     def job_overrides(self, trial: Trial) -> list[str]:
-        """The overrides of the job that runs `trial`."""
+        """The overrides of the job that runs `trial`: its parameters, and its trial identity as
+        environment variables of the job (Hydra overrides, not task overrides: the app's config and
+        `hydra.job.override_dirname` do not see them)."""
         overrides = [f"{name}={format_value(value)}" for name, value in trial.params.items()]
         overrides.extend(self.space.fixed.values())
-        overrides.extend(
-            [
-                f"++trial.study_name={format_value(self.study_name)}",
-                f"++trial.storage={format_value(self.storage_spec)}",
-                f"++trial.number={trial.number}",
-                f"++trial.pruner={format_value(self.pruner_cfg)}",
-            ]
-        )
+        for name, value in job_environment(self.study_file, trial.number).items():
+            overrides.append(f"++hydra.job.env_set.{name}={format_value(value)}")
         return overrides
 
-    def launch(self, trials: Sequence[Trial]) -> Sequence[JobReturn]:
-        """Launch one job per trial as a single batch; a launcher error fails the whole batch.
-
-        Job numbers are trial numbers when the batch's numbers are consecutive (the usual case).
-        """
-        batch = [self.job_overrides(trial) for trial in trials]
-        self.launched += len(batch)
-        try:
-            returns = list(self.launcher.launch(batch, initial_job_idx=trials[0].number))
-        except Exception as err:
-            log.error("The launcher failed for trials %s: %r", [t.number for t in trials], err)
-            return [JobReturn(overrides=o, status=JobStatus.FAILED, _return_value=err) for o in batch]
-        if len(returns) != len(batch):
-            raise RuntimeError(f"The launcher returned {len(returns)} results for {len(batch)} jobs.")
-        return returns
-
-    def tell(self, study: optuna.Study, trial: Trial, job_return: JobReturn) -> None:
+    def tell(self, study: optuna.Study, trial: Trial, job_return: JobReturn) -> FrozenTrial:
         """Tell the outcome of a job: COMPLETE, PRUNED, or FAIL (recorded for the failure rate)."""
         state, values, error = job_outcome(job_return, len(self.directions))
-        frozen = self._tell(study, trial.number, values, state)
+        frozen = tell(study, trial.number, values, state)
+        self.told += 1
         log.info("Trial %d %s: values=%s params=%s", trial.number, state.name, frozen.values, frozen.params)
         if state == TrialState.FAIL:
             exc = job_return._return_value if isinstance(job_return._return_value, BaseException) else None
@@ -295,37 +330,41 @@ class OptunaSweep:
             log.warning("Trial %d failed: %s", trial.number, error, exc_info=crash)
         for callback in self.callbacks:
             callback(study, frozen)
+        return frozen
 
-    def check_failure_rate(self) -> None:
-        """Raise `FailureRateExceeded` once failures pass `max_failure_rate * n_trials`."""
+    def failure_rate_reason(self) -> str | None:
+        """Once failures pass `max_failure_rate * n_trials`: why the sweep stops (no new trials)."""
         allowed = self.max_failure_rate * self.n_trials
         if len(self.failures) <= allowed + 1e-9:
-            return
+            return None
         number, error, cause = self.failures[0]
-        raise FailureRateExceeded(
+        self.failure = FailureRateExceeded(
             f"{len(self.failures)} of {self.launched} trials failed in this sweep, more than "
             f"max_failure_rate={self.max_failure_rate} of n_trials={self.n_trials} allows "
             f"({math.floor(allowed + 1e-9)}). First error (trial {number}): {error}"
-        ) from cause
+        )
+        self.failure.__cause__ = cause
+        return f"{len(self.failures)} trials failed (max_failure_rate={self.max_failure_rate})"
+
+    def check_some_succeeded(self) -> None:
+        """Raise `FailureRateExceeded` when every trial this sweep ran failed."""
+        if self.told and len(self.failures) == self.told:
+            number, error, cause = self.failures[0]
+            self.stopped = f"all {self.told} trials failed"
+            raise FailureRateExceeded(
+                f"all {self.told} trials of this sweep failed. First error (trial {number}): {error}"
+            ) from cause
+
+    def summary(self, wall_seconds: float) -> dict[str, Any]:
+        """Why the sweep stopped and the compute it used, for its results and its MLflow parent run."""
+        return {
+            "stopped_because": self.stopped or "unknown",
+            "trials_run": self.told,
+            "trial_seconds": round(self.trial_seconds, 3),
+            "wall_seconds": round(wall_seconds, 3),
+        }
 
     def _grid_points_left(self, trials: Sequence[FrozenTrial]) -> int:
         total = math.prod(len(v) for v in self.space.grid_search_space().values())
         used = {t.system_attrs["grid_id"] for t in trials if "grid_id" in t.system_attrs}
         return max(total - len(used), 0)
-
-    def _tell(
-        self, study: optuna.Study, number: int, values: list[float] | None, state: TrialState
-    ) -> FrozenTrial:
-        try:
-            frozen = study.tell(number, values, state=state, skip_if_finished=True)
-        except RuntimeError:
-            # GridSampler calls study.stop() (a RuntimeError outside optimize) in the tell that
-            # finishes the grid; the trial is stored before that.
-            if not self.is_grid:
-                raise
-            frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-        if frozen.state != state:  # another process finished it first; the study keeps its verdict
-            log.warning(
-                "Trial %d was already %s: its %s is not stored", number, frozen.state.name, state.name
-            )
-        return frozen

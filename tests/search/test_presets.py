@@ -101,7 +101,8 @@ def test_demo_runs_and_writes_results_and_plots(hyrax_run, tmp_path) -> None:
 def test_hyperband_prunes_a_bad_curve_early(hyrax_run, tmp_path) -> None:
     """lr 1e-6 keeps val/loss near log(4); after a good lr 1e-2 trial in the same bracket, it is pruned."""
     sweep_dir, epochs = tmp_path / "sweep", 6
-    good, bad = "{optimizer.lr:0.01}", "{optimizer.lr:1e-6}"
+    fixed = "optimizer.weight_decay:1e-5,train.batch_size:64"  # the same curve each time: no sampling
+    good, bad = f"{{optimizer.lr:0.01,{fixed}}}", f"{{optimizer.lr:1e-6,{fixed}}}"
     ok(
         hyrax_run(
             "-m",

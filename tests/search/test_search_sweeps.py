@@ -14,9 +14,9 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 from studies import open_study
 
+from hyrax.search.asking import RETRY_ATTR, is_counted
 from hyrax.search.ownership import OWNER_ATTR, Ownership
 from hyrax.search.storage import open_storage
-from hyrax.search.sweeper import RETRY_ATTR
 
 pytestmark = pytest.mark.slow  # every test here runs the app's sweep in a subprocess
 
@@ -39,8 +39,11 @@ def test_documented_example_config_runs_unchanged(app) -> None:
     """conf/sphere.yaml is the example config of the hydra-optuna-sweeper docs, verbatim."""
     app.run(config="sphere")
     study = open_study(app.journal, "sphere")
-    assert len(study.trials) == 20 and all(t.state == TrialState.COMPLETE for t in study.trials)
-    for t in study.trials:
+    # TPE proposes points it already tried in this 23 x 3 grid; those asks are refused, not run.
+    ran = [t for t in study.trials if is_counted(t)]
+    assert len(ran) == 20 and all(t.state == TrialState.COMPLETE for t in ran)
+    assert len({(t.params["x"], t.params["y"]) for t in ran}) == 20
+    for t in ran:
         assert -5.5 <= t.params["x"] <= 5.5 and (t.params["x"] * 2).is_integer()
         assert t.params["y"] in (-5, 0, 5)
         assert t.value == t.params["x"] ** 2 + t.params["y"] ** 2
@@ -61,9 +64,11 @@ def test_resume_after_sigkill_finishes_exactly_n_trials(app) -> None:
     app.run(*args)
     trials = open_study(app.journal).trials
     assert [t.number for t in trials] == list(range(len(trials)))
-    assert [t.state in FINISHED for t in trials].count(True) == len(trials) == 8
+    assert all(t.state in FINISHED for t in trials)
+    # The dead sweep's orphans are told FAIL but not counted: 8 trials ran to their end.
+    assert [t.state for t in trials if is_counted(t)] == [TrialState.COMPLETE] * 8
     for orphan in (t for t in killed if t.state == TrialState.RUNNING):
-        assert trials[orphan.number].state == TrialState.FAIL
+        assert trials[orphan.number].state == TrialState.FAIL and not is_counted(trials[orphan.number])
         retry = [t for t in trials if t.user_attrs.get(RETRY_ATTR) == orphan.number]
         # Killed while its trial was being asked, an orphan may hold only some of its parameters:
         # the retry keeps those and samples the rest.
@@ -146,7 +151,9 @@ def test_a_restarted_worker_fails_its_orphans_and_leaves_other_workers_trials_al
     app.run("hydra.sweeper.n_trials=4")
 
     trials = open_study(app.journal).trials
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING] + [TrialState.COMPLETE] * 2
+    # The orphan is told FAIL and not counted; the trial running elsewhere counts: 3 more to run.
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING] + [TrialState.COMPLETE] * 3
+    assert not is_counted(trials[0]) and is_counted(trials[1])
     assert trials[1].user_attrs[OWNER_ATTR] == str(app.workdir / "worker_b")  # not ours: left running
     assert trials[2].user_attrs[RETRY_ATTR] == 0 and trials[2].params == orphan.params
     assert {t.user_attrs[OWNER_ATTR] for t in trials[2:]} == {str(app.sweep_dir)}

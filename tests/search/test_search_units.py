@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -18,13 +19,22 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from hyrax.errors import HyraxError
+from hyrax.search.asking import RETRY_ATTR, Asker, is_counted, tell
 from hyrax.search.builders import build_pruner, build_sampler
 from hyrax.search.config import register_configs
 from hyrax.search.outcomes import job_outcome
 from hyrax.search.ownership import OWNER_ATTR, Ownership
+from hyrax.search.space import SearchSpace
 from hyrax.search.storage import open_storage
-from hyrax.search.sweeper import RETRY_ATTR, FailureRateExceeded, OptunaSweep
-from hyrax.search.trial import open_trial
+from hyrax.search.sweeper import FailureRateExceeded, OptunaSweep
+from hyrax.search.trial import (
+    NUMBER_ENV,
+    STUDY_ENV,
+    current_trial_number,
+    job_environment,
+    open_trial,
+    write_study_file,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACE = {"x": optuna.distributions.FloatDistribution(0, 1)}
@@ -72,21 +82,20 @@ def test_registered_sampler_configs_build(name: str, cls: str) -> None:
 
 @pytest.mark.parametrize("name", ["tpe", "random", "nsgaii", "qmc"])
 def test_the_seed_reaches_the_sampler(name: str) -> None:
-    def proposals(seed: int, seed_offset: int = 0) -> list[float]:
+    def proposals(seed: int) -> list[float]:
         config = {**_stored("hydra/sweeper/sampler", name), "seed": seed}
-        study = optuna.create_study(sampler=build_sampler(config, seed_offset=seed_offset))
+        study = optuna.create_study(sampler=build_sampler(config))
         return [study.ask(SPACE).params["x"] for _ in range(3)]
 
     assert proposals(7) == proposals(7)
     assert proposals(7) != proposals(8)
-    assert proposals(7, seed_offset=1) == proposals(8)  # a resumed study does not replay its proposals
 
 
-def _grid_order(seed: int, seed_offset: int = 0) -> list[tuple[int, str]]:
+def _grid_order(seed: int) -> list[tuple[int, str]]:
     """The order in which a grid sampler built from the `grid` config visits a 3 x 3 grid."""
     config = {**_stored("hydra/sweeper/sampler", "grid"), "seed": seed}
     grid = {"n": [1, 2, 3], "c": ["a", "b", "c"]}
-    study = optuna.create_study(sampler=build_sampler(config, grid=grid, seed_offset=seed_offset))
+    study = optuna.create_study(sampler=build_sampler(config, grid=grid))
     order: list[tuple[int, str]] = []
 
     def objective(trial: optuna.Trial) -> float:
@@ -100,7 +109,6 @@ def _grid_order(seed: int, seed_offset: int = 0) -> list[tuple[int, str]]:
 def test_grid_sampler_gets_its_grid_and_keeps_its_seed() -> None:
     order = _grid_order(seed=3)
     assert sorted(order) == [(n, c) for n in (1, 2, 3) for c in "abc"]  # each point once, no other
-    assert _grid_order(seed=3, seed_offset=5) == order  # a resumed grid keeps its order
     assert _grid_order(seed=4) != order
 
 
@@ -150,12 +158,17 @@ def test_null_pruner_never_prunes() -> None:
     assert isinstance(build_pruner({}), optuna.pruners.NopPruner)
 
 
-def test_open_trial_outside_a_sweep_is_none() -> None:
-    assert open_trial(None) is None
-    assert open_trial({"study_name": None, "storage": None, "number": None, "pruner": None}) is None
+def test_open_trial_outside_a_sweep_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(NUMBER_ENV, raising=False)
+    monkeypatch.delenv(STUDY_ENV, raising=False)
+    assert open_trial() is None and current_trial_number() is None
+    monkeypatch.setenv(NUMBER_ENV, "3")  # a number without its study file is no trial
+    assert open_trial() is None
 
 
-def test_open_trial_reports_and_prunes_through_the_storage(tmp_path: Path) -> None:
+def test_open_trial_reports_and_prunes_through_the_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = str(tmp_path / "optuna.journal")
     pruner = {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 1, "n_warmup_steps": 0}
     study = optuna.create_study(study_name="s", storage=open_storage(spec))
@@ -167,9 +180,13 @@ def test_open_trial_reports_and_prunes_through_the_storage(tmp_path: Path) -> No
     study.tell(done, 1.0)
     good, bad = study.ask(), study.ask()
 
+    study_file = write_study_file(tmp_path, "s", spec, pruner)
+
     def reporter_of(trial):
-        cfg = OmegaConf.create({"study_name": "s", "storage": spec, "number": trial.number, "pruner": pruner})
-        return open_trial(cfg)
+        with monkeypatch.context() as env:
+            for name, value in job_environment(study_file, trial.number).items():
+                env.setenv(name, value)
+            return open_trial()
 
     good_reporter, bad_reporter = reporter_of(good), reporter_of(bad)
     assert good_reporter.number == good.number == 1 and bad_reporter.number == 2
@@ -215,13 +232,12 @@ def test_failure_rate_counts_against_n_trials() -> None:
         (1, "RuntimeError: boom", RuntimeError("boom")),
         (3, "the job returned NaN (nan)", None),
     ]
-    sweep.check_failure_rate()  # 2 of 10 allowed
+    assert sweep.failure_rate_reason() is None  # 2 of 10 allowed
     sweep.failures.append((4, "RuntimeError: again", RuntimeError("again")))
-    with pytest.raises(
-        FailureRateExceeded, match=r"3 of 4 trials failed.*\(trial 1\): RuntimeError: boom"
-    ) as info:
-        sweep.check_failure_rate()
-    assert str(info.value.__cause__) == "boom"  # the first error's traceback comes along
+    assert sweep.failure_rate_reason() == "3 trials failed (max_failure_rate=0.2)"
+    assert isinstance(sweep.failure, FailureRateExceeded)
+    assert re.search(r"3 of 4 trials failed.*\(trial 1\): RuntimeError: boom", str(sweep.failure))
+    assert str(sweep.failure.__cause__) == "boom"  # the first error's traceback comes along
 
 
 def _shared_study(tmp_path: Path) -> optuna.Study:
@@ -244,6 +260,7 @@ def test_resume_fails_and_requeues_only_this_sweeps_dead_trials(tmp_path: Path) 
 
     states = [t.state.name for t in study.get_trials()]
     assert states == ["FAIL", "FAIL", "RUNNING", "RUNNING", "WAITING", "WAITING"]  # two retries queued
+    assert [is_counted(t) for t in study.get_trials()[:2]] == [False, False]  # not towards n_trials
     retries = [study.ask(SPACE) for _ in range(2)]
     assert [r.params for r in retries] == [orphan.params, left.params]
     assert [_shared_study(tmp_path).trials[r.number].user_attrs[RETRY_ATTR] for r in retries] == [0, 1]
@@ -257,17 +274,17 @@ def test_trials_running_elsewhere_count_towards_n_trials(tmp_path: Path) -> None
     study.tell(study.ask(), 1.0)
     sweep = _sweep(n_trials=4, n_jobs=4)
     worker_a = Ownership(tmp_path / "worker_a")
-    assert sweep.next_batch_size(study, worker_a) == 2  # 4 - 1 finished - 1 running in worker_b
-    trial = sweep.ask(study, worker_a)
+    assert sweep.room(study, worker_a, running_here=0) == 2  # 4 - 1 finished - 1 running in worker_b
+    trial = Asker(SearchSpace(dict(SPACE)), worker_a, n_trials=4).ask(study)
     assert study.trials[trial.number].user_attrs[OWNER_ATTR] == worker_a.owner
-    assert sweep.next_batch_size(study, worker_a) == 2  # its own running trial is not one elsewhere
+    assert sweep.room(study, worker_a, running_here=1) == 1  # its own running trial is not one elsewhere
 
 
 def test_a_result_for_a_trial_finished_elsewhere_does_not_stop_the_sweep(tmp_path: Path) -> None:
     study = _shared_study(tmp_path)
     trial = study.ask()
     study.tell(trial.number, state=TrialState.FAIL)
-    frozen = _sweep()._tell(study, trial.number, [1.0], TrialState.COMPLETE)
+    frozen = tell(study, trial.number, [1.0], TrialState.COMPLETE)
     assert frozen.state == TrialState.FAIL
 
 
