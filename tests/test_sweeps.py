@@ -5,6 +5,10 @@ from __future__ import annotations
 import optuna
 import pytest
 from hyraxtest import HYRAX_RUN, mlflow_runs, ok, parent_and_children, run_hyrax, started, wait_until
+from mlflow.tracking import MlflowClient
+
+from hyrax import tags
+from hyrax.search.asking import is_counted
 
 pytestmark = pytest.mark.slow  # every test here is a `hyrax-run -m` sweep end to end
 
@@ -82,7 +86,8 @@ def test_killed_optuna_sweep_resumes_with_one_child_per_trial(tmp_path):
 
     ok(run_hyrax(args, tmp_path, timeout=400))
     trials = _study(journal).get_trials()
-    finished = [t for t in trials if t.state.is_finished()]
+    # The killed sweep's orphan is told FAIL and not counted: 6 trials ran to their end.
+    finished = [t for t in trials if t.state.is_finished() and is_counted(t)]
     assert len(finished) == 6 and len({t.number for t in trials}) == len(trials)
     [parent], children = parent_and_children(mlflow_runs(tmp_path))
     assert parent.info.status == "FINISHED"
@@ -131,9 +136,44 @@ def test_multi_objective_study_and_parent_artifacts(hyrax_run):
     )
     [parent], children = parent_and_children(mlflow_runs(proc.cwd))
     assert len(children) == 3 and all("objective_1" in c.data.metrics for c in children)
-    from mlflow.tracking import MlflowClient
-
     client = MlflowClient(f"sqlite:///{proc.cwd}/mlflow.db")
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert "optimization_results.yaml" in names and "plots" in names
     assert [a.path for a in client.list_artifacts(parent.info.run_id, "plots")] == ["plots/pareto_front.png"]
+
+
+def test_the_parent_run_says_why_the_sweep_stopped_and_the_compute_it_used(hyrax_run):
+    # The second trial (lr 1e-6) does not improve on the first: patience 1 ends the search there.
+    proc = ok(
+        hyrax_run(
+            "-m",
+            *OPTUNA,
+            "hydra.sweeper.n_trials=20",
+            "hydra.sweeper.stop_when.patience=1",
+            "hydra.sweeper.enqueue_trials=[{optimizer.lr:0.01},{optimizer.lr:1e-6},{optimizer.lr:0.02}]",
+            "train.epochs=1",
+        )
+    )
+    [parent], children = parent_and_children(mlflow_runs(proc.cwd))
+    assert len(children) == 2 and parent.info.status == "FINISHED"
+    assert parent.data.tags[tags.STOPPED_BECAUSE] == "no improvement in 1 trials (stop_when.patience=1)"
+    trial_seconds = parent.data.metrics[tags.TRIAL_SECONDS]
+    runs = sum((c.info.end_time - c.info.start_time) / 1000 for c in children)
+    assert runs <= trial_seconds <= parent.data.metrics[tags.WALL_SECONDS] + 1e-6, (runs, parent.data.metrics)
+
+
+def test_an_optuna_sweep_whose_trials_all_fail_fails_with_the_first_error(hyrax_run):
+    proc = hyrax_run(
+        "-m",
+        *OPTUNA,
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.max_failure_rate=1.0",
+        "model=userpkg.models.CrashNet",
+        "data_set=userpkg.data.ImageLabelData",
+        "train.epochs=1",
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "all 2 trials of this sweep failed. First error (trial 0): ZeroDivisionError" in proc.stderr
+    [parent], children = parent_and_children(mlflow_runs(proc.cwd))
+    assert parent.info.status == "FAILED" and parent.data.tags[tags.STOPPED_BECAUSE] == "all 2 trials failed"
+    assert sorted(c.info.status for c in children) == ["FAILED", "FAILED"]
