@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,7 +33,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hyrax.errors import HyraxError
-from hyrax.search.ownership import Ownership
+from hyrax.search.ownership import OWNER_ATTR, Ownership
 from hyrax.search.seeding import trial_seed
 from hyrax.search.space import SearchSpace
 
@@ -41,6 +42,7 @@ log = logging.getLogger("hyrax")
 NOT_COUNTED_ATTR = "hyrax_not_counted"
 RETRY_ATTR = "hyrax_retry_of"
 MAX_ASKS = 20
+CLAIM_WAIT_S = 10.0  # a sweep claims the trial it asked within this time, unless it died meanwhile
 MAX_ENUMERATED = 100_000  # a finite space larger than this is treated as continuous
 
 
@@ -98,7 +100,11 @@ class Asker:
     def ask(self, study: optuna.Study) -> Trial | None:
         """A new trial to run, or None when the study already has `n_trials` counted trials."""
         for attempt in range(1, MAX_ASKS + 1):
-            trial = self._ask_one(study)
+            try:
+                trial = self._ask_one(study)
+            except optuna.exceptions.UpdateFinishedTrialError as err:  # another sweep judged it dead
+                log.warning("A trial was finished by another sweep while it was being asked (%s)", err)
+                continue
             trials = study.get_trials(deepcopy=False)
             if self._counted_before(trial.number, trials) >= self.n_trials:
                 mark_not_counted(study, trial, f"asked beyond n_trials={self.n_trials}")
@@ -244,13 +250,28 @@ def requeue(
     return mark_not_counted(study, trial, why)
 
 
-def retry_orphans(study: optuna.Study, ownership: Ownership) -> list[FrozenTrial]:
+def _claims_settled(study: optuna.Study, wait_s: float) -> list[FrozenTrial]:
+    """The study's trials, once every running trial has an owner or `wait_s` has passed."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        unclaimed = [t for t in trials if t.state == TrialState.RUNNING and OWNER_ATTR not in t.user_attrs]
+        if not unclaimed or time.monotonic() >= deadline:
+            return trials
+        time.sleep(0.2)
+
+
+def retry_orphans(
+    study: optuna.Study, ownership: Ownership, claim_wait_s: float = CLAIM_WAIT_S
+) -> list[FrozenTrial]:
     """Tell FAIL (not counted) the trials a dead run of this sweep left RUNNING; queue their parameters.
 
     Sweep processes that share a study leave each other's running trials alone (see `Ownership`).
+    A trial another sweep has just asked is claimed a moment later: before judging unclaimed running
+    trials, wait up to `claim_wait_s` for their claims (sweeps started together ask while we start).
     Returns the trials told.
     """
-    trials = study.get_trials(deepcopy=False)
+    trials = _claims_settled(study, claim_wait_s)
     retried = {t.user_attrs.get(RETRY_ATTR) for t in trials}
     told = []
     for trial in trials:

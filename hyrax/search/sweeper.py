@@ -49,7 +49,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from hyrax.config import plain
 from hyrax.errors import HyraxError
 from hyrax.search import builders, storage
-from hyrax.search.asking import Asker, counted_finished, requeue, retry_orphans, tell
+from hyrax.search.asking import CLAIM_WAIT_S, Asker, counted_finished, requeue, retry_orphans, tell
 from hyrax.search.budget import Budget
 from hyrax.search.checks import check_counts, check_sweep, load_custom_search_space, parse_directions
 from hyrax.search.outcomes import job_outcome
@@ -126,6 +126,7 @@ class OptunaSweep:
         self.stopped: str | None = None
         self.failures: list[tuple[int, str, BaseException | None]] = []
         self.failure: FailureRateExceeded | None = None
+        self.claim_wait_s = CLAIM_WAIT_S  # how long `resume` waits for other sweeps' claims
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Keep Hydra's context and build the launcher (Hydra calls this before `sweep`)."""
@@ -278,7 +279,7 @@ class OptunaSweep:
     def resume(self, study: optuna.Study, ownership: Ownership) -> None:
         """Fail (not counted) and re-queue the trials a dead run of this sweep left RUNNING; queue
         `enqueue_trials`. Sweep processes sharing a study leave each other's trials alone."""
-        for frozen in retry_orphans(study, ownership):
+        for frozen in retry_orphans(study, ownership, self.claim_wait_s):
             for callback in self.callbacks:
                 callback(study, frozen)
         for params in self.enqueue_trials:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import optuna
@@ -10,7 +11,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from hyrax.search.asking import NOT_COUNTED_ATTR, Asker, counted_finished, is_counted
+from hyrax.search.asking import NOT_COUNTED_ATTR, Asker, counted_finished, is_counted, retry_orphans
 from hyrax.search.budget import Budget
 from hyrax.search.builders import build_sampler
 from hyrax.search.ownership import Ownership
@@ -142,3 +143,22 @@ def test_timeout_stops_new_trials_after_its_seconds() -> None:
     budget = Budget(30.0, None, "minimize", start=100.0)
     assert budget.stop_reason(now=129.0) is None
     assert budget.stop_reason(now=130.5) == "timeout after 30 s (timeout=30 s)"
+
+
+def test_a_restarting_sweep_waits_for_the_claim_of_a_trial_asked_just_before_it_started(
+    tmp_path: Path,
+) -> None:
+    # Sweeps started together: b asked a trial (its claim follows a moment later) just before a
+    # started. a must not take that trial for its own dead run's orphan.
+    study = _study(tmp_path)
+    asked = study.ask(CONTINUOUS)
+    a = Ownership(tmp_path / "a")  # started after the ask: an unclaimed trial from before looks like ours
+    claim = threading.Timer(0.5, Ownership(tmp_path / "b").claim, args=(asked,))
+    claim.start()
+    told = retry_orphans(_study(tmp_path), a, claim_wait_s=5.0)
+    claim.join()
+    assert told == [] and study.trials[asked.number].state == TrialState.RUNNING
+    # Never claimed (its sweep died between asking and claiming): after the wait it is an orphan.
+    orphan = study.ask(CONTINUOUS)
+    told = retry_orphans(_study(tmp_path), Ownership(tmp_path / "a"), claim_wait_s=0.3)
+    assert [t.number for t in told] == [orphan.number] and not is_counted(study.trials[orphan.number])

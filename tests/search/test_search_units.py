@@ -256,7 +256,9 @@ def test_resume_fails_and_requeues_only_this_sweeps_dead_trials(tmp_path: Path) 
     just_asked = _shared_study(tmp_path).ask(SPACE)  # worker_b asked it a moment ago, claims it next
     study = _shared_study(tmp_path)
     started = study.trials[just_asked.number].datetime_start - timedelta(microseconds=1)
-    _sweep().resume(study, Ownership(tmp_path / "worker_a", started=started))
+    sweep = _sweep()
+    sweep.claim_wait_s = 0.0  # the unclaimed trials here stay unclaimed: no sweep is alive to claim them
+    sweep.resume(study, Ownership(tmp_path / "worker_a", started=started))
 
     states = [t.state.name for t in study.get_trials()]
     assert states == ["FAIL", "FAIL", "RUNNING", "RUNNING", "WAITING", "WAITING"]  # two retries queued
