@@ -42,6 +42,7 @@ class OptunaSweeper(Sweeper):
         enqueue_trials: Any | None = None,
         timeout: float | None = None,
         stop_when: Any | None = None,
+        plots: bool = True,
     ) -> None:
         self.settings: dict[str, Any] = {
             "sampler": sampler,
@@ -58,6 +59,7 @@ class OptunaSweeper(Sweeper):
             "enqueue_trials": enqueue_trials,
             "timeout": timeout,
             "stop_when": stop_when,
+            "plots": plots,
         }
         self.impl: Any = None
 

@@ -232,6 +232,9 @@ class OptunaSweeperConf:
     # Stop early: when the best objective reaches `value`, or after `patience` finished trials in a
     # row without improving it (single objective).
     stop_when: StopWhenConfig = field(default_factory=lambda: StopWhenConfig())
+    # Draw the study's plots into <sweep dir>/plots at the end (false: e.g. for all but one of many
+    # sweep workers sharing a study, which would each draw the same plots).
+    plots: bool = True
 
 
 _SAMPLERS = {

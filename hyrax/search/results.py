@@ -16,10 +16,11 @@ log = logging.getLogger("hyrax")
 RESULTS_FILE = "optimization_results.yaml"
 
 
-def write_results(study: optuna.Study, sweep_dir: Path, summary: Mapping[str, Any] | None = None) -> None:
-    """Log the best trial(s); write `optimization_results.yaml` and `plots/*.png` into `sweep_dir`.
-
-    `summary` (why the sweep stopped, the compute it used) is logged and written too.
+def write_results(
+    study: optuna.Study, sweep_dir: Path, summary: Mapping[str, Any] | None = None, plots: bool = True
+) -> None:
+    """Log the best trial(s); write `optimization_results.yaml` and (if `plots`) `plots/*.png` into
+    `sweep_dir`. `summary` (why the sweep stopped, the compute it used) is logged and written too.
     """
     results: dict[str, object] = {"name": "optuna", "study_name": study.study_name}
     counts = {s.name: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
@@ -50,9 +51,10 @@ def write_results(study: optuna.Study, sweep_dir: Path, summary: Mapping[str, An
             summary.get("wall_seconds"),
         )
     OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
-    from hyrax.search.plots import PLOTS_DIR, write_plots  # matplotlib only now; never raises
+    if plots:
+        from hyrax.search.plots import PLOTS_DIR, write_plots  # matplotlib only now; never raises
 
-    write_plots(study, sweep_dir / PLOTS_DIR)
+        write_plots(study, sweep_dir / PLOTS_DIR)
 
 
 def _best_trial(study: optuna.Study) -> FrozenTrial | None:

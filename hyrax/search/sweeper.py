@@ -94,6 +94,7 @@ class OptunaSweep:
         enqueue_trials: Sequence[Mapping[str, Any]] | None = None,
         timeout: float | None = None,
         stop_when: Mapping[str, Any] | None = None,
+        plots: bool = True,
         callbacks: Sequence[Callback] = (),
     ) -> None:
         check_counts(n_trials, n_jobs, max_failure_rate)
@@ -111,6 +112,7 @@ class OptunaSweep:
         self.enqueue_trials = [dict(plain(p)) for p in enqueue_trials or ()]
         self.timeout = timeout
         self.stop_when = dict(plain(stop_when) or {})
+        self.plots = plots
         self.callbacks = list(callbacks)
 
         self.config: DictConfig | None = None
@@ -163,7 +165,7 @@ class OptunaSweep:
             )
             raise
         finally:
-            write_results(study, sweep_dir, self.summary(time.monotonic() - began))
+            write_results(study, sweep_dir, self.summary(time.monotonic() - began), self.plots)
         return study
 
     def run_trials(self, study: optuna.Study, ownership: Ownership, budget: Budget) -> None:

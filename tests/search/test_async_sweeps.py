@@ -78,7 +78,14 @@ def test_a_sweep_stops_after_patience_trials_without_improvement(app) -> None:
 @pytest.mark.slow
 def test_no_trial_starts_after_the_timeout_and_running_ones_finish(app) -> None:
     log_file = app.workdir / "events.jsonl"
-    app.run("hydra.sweeper.n_trials=30", "hydra.sweeper.timeout=1.5", "sleep=0.6", f"log_file={log_file}")
+    app.run(
+        "hydra.sweeper.n_trials=30",
+        "hydra.sweeper.timeout=1.5",
+        "sleep=0.6",
+        f"log_file={log_file}",
+        "hydra.sweeper.plots=false",
+    )
+    assert not (app.sweep_dir / "plots").exists()
     trials = open_study(app.journal).trials
     assert 2 <= len(trials) <= 4 and all(t.state == TrialState.COMPLETE for t in trials)
     results = app.results()
