@@ -11,7 +11,9 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,10 +44,28 @@ class MultirunTracking(Callback):
         self.info: dict[str, str] | None = None
         self.client: Any = None
         self.ended = False
+        self.interrupted = False
+
+    def _note_ctrl_c(self) -> None:
+        """Remember a Ctrl-C (SIGINT) before it becomes Python's KeyboardInterrupt: the sweep then
+        ends its runs KILLED, not FAILED."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            self.interrupted = True
+            if callable(previous):
+                previous(signum, frame)
+            else:
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, on_sigint)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.mlflow.enabled:
             return
+        self._note_ctrl_c()
         try:
             self._open_parent(config)
         except Exception as err:  # Hydra would only warn and run the whole sweep untracked
@@ -136,7 +156,7 @@ class MultirunTracking(Callback):
         self.client.set_tag(self.info["run_id"], tags.BEST_OVERRIDES, best.data.tags.get(tags.OVERRIDES, ""))
         self.client.set_tag(self.info["run_id"], tags.N_CHILDREN, str(len(children)))
 
-    def _record_stop(self, sweep_dir: Path) -> dict[str, Any]:
+    def _record_stop(self, sweep_dir: Path) -> None:
         """Put why an Optuna sweep stopped, and the compute its trials used, on the parent."""
         results = sweep_results(sweep_dir)
         if "stopped_because" in results:
@@ -146,7 +166,6 @@ class MultirunTracking(Callback):
         for name in (tags.TRIAL_SECONDS, tags.WALL_SECONDS):
             if isinstance(results.get(name), (int, float)):
                 self.client.log_metric(self.info["run_id"], name, float(results[name]))
-        return results
 
     def _end_if_unfinished(self) -> None:
         """The sweep failed or was interrupted: close the parent (KILLED after Ctrl-C, else FAILED),
@@ -154,9 +173,8 @@ class MultirunTracking(Callback):
         if self.info is None or self.ended:
             return
         try:
-            results = self._record_stop(Path(self.info["sweep_dir"]))
-            interrupted = str(results.get("stopped_because", "")).startswith("interrupted")
-            status = "KILLED" if interrupted else "FAILED"
+            self._record_stop(Path(self.info["sweep_dir"]))
+            status = "KILLED" if self.interrupted else "FAILED"
             for child in child_runs(self.client, self.info):
                 if child.info.status == "RUNNING":
                     self.client.set_terminated(child.info.run_id, status)

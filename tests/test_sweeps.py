@@ -173,7 +173,9 @@ def test_an_optuna_sweep_whose_trials_all_fail_fails_with_the_first_error(hyrax_
         "train.epochs=1",
     )
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert "all 2 trials of this sweep failed. First error (trial 0): ZeroDivisionError" in proc.stderr
+    assert (
+        "all 2 trials of this sweep failed; the first, trial 0, ended with ZeroDivisionError" in proc.stderr
+    )
     [parent], children = parent_and_children(mlflow_runs(proc.cwd))
     assert parent.info.status == "FAILED" and parent.data.tags[tags.STOPPED_BECAUSE] == "all 2 trials failed"
     assert sorted(c.info.status for c in children) == ["FAILED", "FAILED"]

@@ -19,13 +19,23 @@ _EXTRA_PACKAGES = {
     "GPSampler": ("scipy", "torch"),
     "QMCSampler": ("scipy",),
 }
-# Classes older Optuna versions had, and what replaces them.
+MOTPE_REMOVED = (
+    "the 'motpe' sampler was removed in Optuna 4.0 (MOTPESampler); TPESampler handles several objectives"
+)
+MOTPE_FIX = "pick hydra/sweeper/sampler=tpe (with a list hydra.sweeper.direction)"
+MOTPE_TARGET = "hyrax.search.builders.motpe_removed"
+# Samplers older Optuna versions had: what is wrong with them, and what to pick instead.
 _REMOVED = {
-    "optuna.samplers.MOTPESampler": (
-        "Optuna 4 removed MOTPESampler; TPESampler handles several objectives",
-        "pick hydra/sweeper/sampler=tpe (with a list hydra.sweeper.direction)",
-    ),
+    "optuna.samplers.MOTPESampler": (MOTPE_REMOVED, MOTPE_FIX),
+    MOTPE_TARGET: (MOTPE_REMOVED, MOTPE_FIX),
 }
+
+
+def motpe_removed(**_: Any) -> Any:
+    """The `_target_` of `hydra/sweeper/sampler=motpe`: building it says what happened to it."""
+    raise ValueError(f"{MOTPE_REMOVED[0].upper()}{MOTPE_REMOVED[1:]}: {MOTPE_FIX}")
+
+
 _CHOICES = {
     "sampler": "tpe, random, grid, nsgaii, qmc, gp or cmaes",
     "pruner": "median, hyperband, successive_halving or nop",
@@ -41,7 +51,7 @@ def target_class(config: Mapping[str, Any] | None, what: str) -> type:
         raise HyraxError(f"the {what} config needs a _target_, got {dict(config or {})}", key=key, fix=fix)
     if str(target) in _REMOVED:
         problem, instead = _REMOVED[str(target)]
-        raise HyraxError(f"the {what} {target} does not exist any more: {problem}", key=key, fix=instead)
+        raise HyraxError(problem, key=key, fix=instead)
     try:
         cls = locate(str(target))
     except ImportError as err:

@@ -49,7 +49,7 @@ class TPESamplerConfig(SamplerConfig):
 class MOTPESamplerConfig(SamplerConfig):
     """The official plugin's `motpe`: Optuna 4 removed the class; choosing it explains what to use."""
 
-    _target_: str = "optuna.samplers.MOTPESampler"
+    _target_: str = "hyrax.search.builders.motpe_removed"
     seed: int | None = None
     consider_prior: bool = True
     prior_weight: float = 1.0

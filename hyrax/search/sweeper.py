@@ -221,16 +221,21 @@ class OptunaSweep:
     def parse_space(self, arguments: Sequence[str]) -> SearchSpace:
         """The search space from `params` (or legacy `search_space`) and command-line sweeps."""
         legacy = self.legacy_space
-        if legacy:
+        if legacy is not None and self.params is not None:
             warnings.warn(
-                "hydra.sweeper.search_space is deprecated and will be removed: "
-                "write the search space as hydra.sweeper.params instead",
+                "Both hydra.sweeper.params and hydra.sweeper.search_space are configured: "
+                "the search space is taken from hydra.sweeper.params alone",
                 category=UserWarning,
                 stacklevel=2,
             )
-        if legacy and self.params is not None:
-            log.warning("Both hydra.sweeper.params and hydra.sweeper.search_space are set; using params.")
             legacy = None
+        elif legacy is not None:
+            warnings.warn(
+                "`hydra.sweeper.search_space` is deprecated and will be removed in a future release: "
+                "write the search space as `hydra.sweeper.params` instead",
+                category=UserWarning,
+                stacklevel=2,
+            )
         loader = self.hydra_context.config_loader if self.hydra_context else None
         parser = OverridesParser.create(config_loader=loader)
         return parse_search_space(self.params, arguments, parser=parser, legacy=legacy)
@@ -354,9 +359,10 @@ class OptunaSweep:
         if self.told and len(self.failures) == self.told:
             number, error, cause = self.failures[0]
             self.stopped = f"all {self.told} trials failed"
-            raise FailureRateExceeded(
-                f"all {self.told} trials of this sweep failed. First error (trial {number}): {error}"
-            ) from cause
+            first = repr(cause) if cause is not None else error
+            raise FailureRateExceeded(  # each failure and its traceback is in the log above
+                f"all {self.told} trials of this sweep failed; the first, trial {number}, ended with {first}"
+            )
 
     def summary(self, wall_seconds: float) -> dict[str, Any]:
         """Why the sweep stopped and the compute it used, for its results and its MLflow parent run."""

@@ -123,9 +123,9 @@ def test_a_sweep_whose_trials_all_failed_fails_with_the_first_error(app) -> None
         "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=1.0", "crash_above=-10", check=False
     )
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert (
-        "all 3 trials of this sweep failed. First error (trial 0): RuntimeError: crash for x=" in proc.stderr
-    )
+    # Named on stderr; each failure's traceback is in the log (stdout), as the official plugin does.
+    first = "all 3 trials of this sweep failed; the first, trial 0, ended with RuntimeError('crash for x="
+    assert first in proc.stderr and "Traceback" in proc.stdout
     assert Counter(t.state for t in open_study(app.journal).trials) == {TrialState.FAIL: 3}
     assert app.results()["stopped_because"] == "all 3 trials failed"
 
@@ -135,7 +135,8 @@ def test_motpe_says_optuna_removed_it_and_what_to_use(app) -> None:
     proc = app.run("hydra/sweeper/sampler=motpe", check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Error in hydra.sweeper.sampler" in proc.stderr
-    assert "Optuna 4 removed MOTPESampler" in proc.stderr and "hydra/sweeper/sampler=tpe" in proc.stderr
+    assert "the 'motpe' sampler was removed in Optuna 4.0" in proc.stderr
+    assert "hydra/sweeper/sampler=tpe" in proc.stderr
     assert "Traceback" not in proc.stderr and not app.sweep_dir.exists()
 
 
@@ -144,7 +145,7 @@ def test_the_deprecated_search_space_warns_as_the_official_plugin_does() -> None
         sampler={"_target_": "optuna.samplers.RandomSampler"},
         search_space={"x": {"type": "float", "low": 0.0, "high": 1.0}},
     )
-    with pytest.warns(UserWarning, match=r"search_space is deprecated.*hydra.sweeper.params"):
+    with pytest.warns(UserWarning, match=r"search_space` is deprecated.*hydra.sweeper.params"):
         space = sweep.parse_space([])
     assert list(space.distributions) == ["x"]
     with warnings.catch_warnings():
