@@ -246,11 +246,11 @@ def answers(url: str) -> bool:
 
 @contextmanager
 def mlflow_server(
-    root: Path, port: int | None = None, log_name: str = "server.log"
+    root: Path, port: int | None = None, log_name: str = "server.log", env: dict[str, str] | None = None
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """A real MLflow tracking server on 127.0.0.1 over `<root>/server.db` with proxied artifacts, up
     (answering /health) until the block ends; gives its URL and process. The same `root` and `port`
-    bring a stopped server back with its runs."""
+    bring a stopped server back with its runs. `env`: its whole environment (default `hyrax_env()`)."""
     port = port or free_port()
     command = [
         BIN / "mlflow",
@@ -267,8 +267,8 @@ def mlflow_server(
         "1",
     ]
     url, log = f"http://127.0.0.1:{port}", root / log_name
-    with started(command, root, log) as proc:
+    with started(command, root, log, env) as proc:
         wait_until(
-            lambda: answers(f"{url}/health"), 90, f"the mlflow server answering {url}/health", log, proc
+            lambda: answers(f"{url}/health"), 120, f"the mlflow server answering {url}/health", log, proc
         )
         yield url, proc

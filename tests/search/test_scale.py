@@ -27,7 +27,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from hyraxtest import BIN, HYRAX_RUN, answers, free_port, hyrax_env, log_text, started, stop, wait_until
+from hyraxtest import HYRAX_RUN, hyrax_env, log_text, mlflow_server, started, stop
 
 from hyrax import tags
 from hyrax.search.asking import NOT_COUNTED_ATTR
@@ -117,27 +117,12 @@ def tracking(tmp_path_factory) -> Iterator[str]:
     Job execution (MLflow's huey worker processes, unused here) is off: three fewer processes.
     """
     root = tmp_path_factory.mktemp("scale_mlflow")
-    port = free_port()
-    command = [
-        BIN / "mlflow",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--backend-store-uri",
-        f"sqlite:///{root}/server.db",
-        "--artifacts-destination",
-        root / "artifacts",
-        "--workers",
-        "1",
-    ]
-    url, log = f"http://127.0.0.1:{port}", root / "server.log"
     env = hyrax_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    with started(command, root, log, env) as proc:
-        wait_until(lambda: answers(f"{url}/health"), 120, f"the mlflow server answering {url}", log, proc)
+    with mlflow_server(root, env=env) as (url, proc):
         yield url
-        assert proc.poll() is None, f"the mlflow server died during the sweeps:\n{log_text(log)[-4000:]}"
+        assert proc.poll() is None, (
+            f"the mlflow server died during the sweeps:\n{log_text(root / 'server.log')[-4000:]}"
+        )
 
 
 @dataclass
