@@ -162,16 +162,19 @@ def test_device_pool_never_lends_one_gpu_to_two_jobs_at_once():
 def test_isolated_puts_back_what_a_job_changed(tmp_path):
     module = tmp_path / "isolation_probe_mod.py"
     module.write_text(
-        "from hyrax import registry\nclass ProbeNet: pass\nregistry.register('model', ProbeNet)\n"
+        "from hyrax import registry\n"
+        "class IsolationProbeNet: pass\n"
+        "registry.register('model', IsolationProbeNet)\n"
     )
     sys.path.insert(0, str(tmp_path))
     app_log = logging.getLogger("isolation_probe")
     cwd, threads, level = os.getcwd(), torch.get_num_threads(), app_log.level
     handler = logging.FileHandler(tmp_path / "job.log")
+    models = registry.names("model")  # other tests in this process may have registered some
     try:
         with isolated():
             importlib.import_module("isolation_probe_mod")
-            registry.register("model", type("InlineNet", (), {}))
+            registry.register("model", type("IsolationInlineNet", (), {}))
             os.environ["ISOLATION_PROBE"] = "1"
             os.chdir(tmp_path)
             torch.set_num_threads(threads + 1)
@@ -181,7 +184,7 @@ def test_isolated_puts_back_what_a_job_changed(tmp_path):
             random.seed(SEED)
             np.random.seed(SEED)
             torch.manual_seed(SEED)
-        assert "ProbeNet" not in registry.names("model") and "InlineNet" not in registry.names("model")
+        assert registry.names("model") == models and "IsolationProbeNet" not in models
         assert "isolation_probe_mod" not in sys.modules  # imported again, it registers again
         assert "ISOLATION_PROBE" not in os.environ and os.getcwd() == cwd
         assert torch.get_num_threads() == threads
