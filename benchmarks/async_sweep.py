@@ -25,14 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_overhead import hyrax_run, row, verdict
+from sweep_overhead import hyrax_run, row, timed, verdict
 
 TARGET_EFFICIENCY = 0.9
 N_JOBS = 2
@@ -82,12 +80,7 @@ def run_sweep(workdir: Path, trials: int, epochs: list[int], samples: int) -> tu
         f"data_set.n_samples={samples}",
         "train.progress=false",
     ]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
-    start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"sweep failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr[-3000:]}")
-    return time.perf_counter() - start, workdir / "sweep"
+    return timed(cmd, workdir), workdir / "sweep"
 
 
 def main() -> None:

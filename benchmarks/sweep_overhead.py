@@ -66,6 +66,12 @@ def sweep(workdir: Path, trials: int, epochs: int, *extra: str) -> tuple[float, 
         "train.progress=false",
         *extra,
     ]
+    return timed(cmd, workdir), sweep_dir
+
+
+def timed(cmd: list[str], workdir: Path) -> float:
+    """Run a sweep command in `workdir` (no MLFLOW_TRACKING_URI from outside); its wall seconds.
+    A failed sweep ends the benchmark with its output."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
@@ -74,7 +80,7 @@ def sweep(workdir: Path, trials: int, epochs: int, *extra: str) -> tuple[float, 
         sys.exit(
             f"sweep failed ({done.returncode}): {' '.join(cmd)}\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
         )
-    return wall, sweep_dir
+    return wall
 
 
 def trial_starts(sweep_dir: Path) -> tuple[float, dict[int, float]]:
