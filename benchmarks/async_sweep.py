@@ -23,14 +23,13 @@ Exit status 0 unless the sweep fails to run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_overhead import hyrax_run, row, timed, verdict
+from sweep_overhead import child_spans, hyrax_run, row, timed, verdict
 
 TARGET_EFFICIENCY = 0.9
 N_JOBS = 2
@@ -39,24 +38,6 @@ N_JOBS = 2
 def pattern(trials: int, short: int, long: int) -> list[int]:
     """Epochs of each trial: long, short, short, short, long, ..."""
     return [long if i % 4 == 0 else short for i in range(trials)]
-
-
-def child_spans(sweep_dir: Path) -> dict[int, tuple[float, float]]:
-    """{trial number: (start, end) in seconds} of the sweep's child MLflow runs."""
-    from mlflow.tracking import MlflowClient
-
-    from hyrax import tags
-
-    parent = json.loads((sweep_dir / "mlflow_parent.json").read_text())
-    client = MlflowClient(tracking_uri=parent["tracking_uri"])
-    experiment = client.get_run(parent["run_id"]).info.experiment_id
-    children = f"tags.mlflow.parentRunId = '{parent['run_id']}'"
-    runs = client.search_runs([experiment], children, max_results=5000)
-    return {
-        int(r.data.tags[tags.TRIAL_NUMBER]): (r.info.start_time / 1000, r.info.end_time / 1000)
-        for r in runs
-        if r.info.end_time
-    }
 
 
 def run_sweep(workdir: Path, trials: int, epochs: list[int], samples: int) -> tuple[float, Path]:

@@ -36,6 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep_overhead import print_load
+
 TRAINING = ["train.epochs=1", "data_set.n_samples=64", "train.progress=false"]
 LR_LOW, LR_HIGH = 1e-4, 1e-1
 SEED = 0
@@ -261,11 +264,7 @@ def main() -> None:
         f"completed {hyrax_info.get('completed')}/{n}, best {hyrax_info.get('best')}{note}"
     )
     print(f"  ratio Ray / Hyrax                       {ray_wall / hyrax_wall:8.2f}x   (> 1: Hyrax is faster)")
-    busy = max(load_before, load_after) > 0.5 * (os.cpu_count() or 1)
-    print(
-        f"  1-min load average {load_before:.2f} before, {load_after:.2f} after, on {os.cpu_count()} cores"
-        + ("  (busy machine: numbers are noisy)" if busy else "")
-    )
+    print_load(load_before, load_after)
 
 
 if __name__ == "__main__":

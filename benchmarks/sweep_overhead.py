@@ -95,8 +95,9 @@ def trial_starts(sweep_dir: Path) -> tuple[float, dict[int, float]]:
     return span.total_seconds(), {t.number: t.datetime_start.timestamp() for t in trials}
 
 
-def child_seconds(sweep_dir: Path) -> dict[int, float]:
-    """{trial number: duration} of the sweep's child MLflow runs (parent id in mlflow_parent.json)."""
+def child_spans(sweep_dir: Path) -> dict[int, tuple[float, float]]:
+    """{trial number: (start, end) in seconds} of the sweep's finished child MLflow runs (the parent
+    run id is in mlflow_parent.json)."""
     from mlflow.tracking import MlflowClient
 
     from hyrax import tags
@@ -107,10 +108,24 @@ def child_seconds(sweep_dir: Path) -> dict[int, float]:
     children = f"tags.mlflow.parentRunId = '{parent['run_id']}'"
     runs = client.search_runs([experiment], children, max_results=5000)
     return {
-        int(r.data.tags[tags.TRIAL_NUMBER]): (r.info.end_time - r.info.start_time) / 1000
+        int(r.data.tags[tags.TRIAL_NUMBER]): (r.info.start_time / 1000, r.info.end_time / 1000)
         for r in runs
         if r.info.end_time
     }
+
+
+def child_seconds(sweep_dir: Path) -> dict[int, float]:
+    """{trial number: duration} of the sweep's child MLflow runs."""
+    return {number: end - start for number, (start, end) in child_spans(sweep_dir).items()}
+
+
+def print_load(before: float, after: float) -> None:
+    """The 1-min load average around the measurements, flagged when the machine was busy."""
+    busy = max(before, after) > 0.5 * (os.cpu_count() or 1)
+    print(
+        f"  1-min load average {before:.2f} before, {after:.2f} after, on {os.cpu_count()} cores"
+        + ("  (busy machine: numbers are noisy)" if busy else "")
+    )
 
 
 def verdict(ok: bool) -> str:
@@ -187,12 +202,7 @@ def main() -> None:
                 "< 1: in-process jobs still win",
             )
 
-    load_after = os.getloadavg()[0]
-    busy = max(load_before, load_after) > 0.5 * (os.cpu_count() or 1)
-    print(
-        f"  1-min load average {load_before:.2f} before, {load_after:.2f} after, on {os.cpu_count()} cores"
-        + ("  (busy machine: numbers are noisy)" if busy else "")
-    )
+    print_load(load_before, os.getloadavg()[0])
 
 
 if __name__ == "__main__":
