@@ -140,6 +140,21 @@ def test_motpe_says_optuna_removed_it_and_what_to_use(app) -> None:
     assert "Traceback" not in proc.stderr and not app.sweep_dir.exists()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("hydra.sweeper.timeout=-5", "hydra.sweeper.timeout"),
+        ("hydra.sweeper.stop_when.patience=0", "hydra.sweeper.stop_when.patience"),
+    ],
+)
+def test_a_bad_budget_is_one_message_before_anything_is_created(app, override: str, key: str) -> None:
+    proc = app.run(override, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"Error in {key}" in proc.stderr and "Fix:" in proc.stderr
+    assert "Traceback" not in proc.stderr and not app.sweep_dir.exists()
+
+
 def test_the_deprecated_search_space_warns_as_the_official_plugin_does() -> None:
     sweep = OptunaSweep(
         sampler={"_target_": "optuna.samplers.RandomSampler"},
