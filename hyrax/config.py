@@ -67,11 +67,12 @@ class TrainConfig:
     grad_clip: float | None = None
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    resume: Any = "none"  # none | auto | a run dir or .pt file; Hyrax's false means none
+    resume: Any = "none"  # none | auto | a run dir, .pt file or MLflow run id; Hyrax's false means none
     log_every_n_steps: int = 50
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     progress: bool | None = None
     compile: bool = False
+    tensorboard: bool = True  # write every metric as TensorBoard event files in <run dir>/tensorboard/
     data_sample: str = "item"  # what models get as data_sample: one item (item) or a batch of one (batch)
 
 
@@ -111,8 +112,23 @@ class MlflowConfig:
     experiment: str = "hyrax"
     run_name: str | None = None
     log_checkpoint: bool = False
+    # Log the best checkpoint as an MLflow PyTorch model (loadable with mlflow.pytorch.load_model);
+    # `register_model=NAME` also registers it, a new version of NAME per run (and implies log_model).
+    log_model: bool = False
+    register_model: str | None = None
+    system_metrics: bool = True  # CPU, memory (and GPU when present) at MLflow's sampling interval
     tags: dict[str, str] = field(default_factory=dict)
     parent_run_id: str | None = None
+
+
+@dataclass
+class ExportConfig:
+    """`verb=export`: write a checkpoint's model in a portable format and check it against torch."""
+
+    format: str = "onnx"
+    path: str | None = None  # default: model.onnx in the checkpoint's run directory
+    opset: int | None = None  # the exporter's default when null
+    tolerance: float = 1e-4  # largest allowed difference between onnxruntime's and torch's outputs
 
 
 @dataclass
@@ -120,7 +136,10 @@ class HyraxConfig:
     """The whole run configuration."""
 
     verb: str = "train"
-    ckpt_path: str | None = None
+    ckpt_path: str | None = None  # test/infer/export: a run directory, a .pt file or an MLflow run id
+    # Re-run or fork a recorded run: its exact config, then the command line's overrides on top.
+    from_run: str | None = None  # an MLflow run id
+    from_run_allow_drift: bool = False  # run even when the code's git commit differs from the run's
     model: Any = None
     data_set: Any = None
     criterion: Any = None
@@ -130,6 +149,7 @@ class HyraxConfig:
     general: GeneralConfig = field(default_factory=GeneralConfig)
     data_loader: DataLoaderConfig = field(default_factory=DataLoaderConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 def register_configs() -> None:

@@ -6,14 +6,36 @@ Hyrax (a job, the sweep process, a later `hyrax-run`) is found by the others.
 
 from __future__ import annotations
 
-# Set by MLflow's own UI and client: the parent of a sweep's child run.
+# MLflow's own tags, shown by its UI: the parent of a sweep's child run, the run's description
+# (markdown), where it came from and who ran it.
 PARENT_RUN_ID = "mlflow.parentRunId"
+NOTE = "mlflow.note.content"
+SOURCE_NAME = "mlflow.source.name"
+SOURCE_TYPE = "mlflow.source.type"
+USER = "mlflow.user"
+GIT_COMMIT = "mlflow.source.git.commit"
+GIT_BRANCH = "mlflow.source.git.branch"
+GIT_REPO_URL = "mlflow.source.git.repoURL"
 
 # Every training run.
 MODEL = "hyrax.model"
 DATA_SET = "hyrax.data_set"
 RUN_DIR = "hyrax.run_dir"
 ERROR = "hyrax.error"  # why a run FAILED: the error's type and message
+COMMAND = "hyrax.command"  # the command line that started the run (or its sweep)
+OBJECTIVE_METRIC = "hyrax.objective.metric"  # what the run returns to a sweeper ...
+OBJECTIVE_DIRECTION = "hyrax.objective.direction"  # ... and whether lower or higher is better
+FROM_RUN = "hyrax.from_run"  # the run this one re-ran or forked (from_run=<id>)
+
+# Provenance of every run (and of a sweep's parent): the user's project and the environment.
+GIT_DIRTY = "hyrax.git.dirty"  # "true" when the project had uncommitted changes (diff: GIT_DIFF_FILE)
+HYRAX_VERSION = "hyrax.version"
+PYTHON_VERSION = "hyrax.python"
+TORCH_VERSION = "hyrax.torch"
+CUDA_VERSION = "hyrax.cuda"  # "none" on a CPU build
+HOST = "hyrax.host"
+REQUIREMENTS_FILE = "requirements.txt"  # artifact: installed packages (a sweep logs it once, on its parent)
+GIT_DIFF_FILE = "git_diff.patch"  # artifact: the uncommitted changes, when there are any
 
 # A sweep's child runs.
 OVERRIDES = "hyrax.overrides"  # the job's own overrides (what it sweeps)
@@ -28,6 +50,7 @@ SWEEP_DIR = "hyrax.sweep_dir"
 SWEEPER = "hyrax.sweeper"
 LAUNCHER = "hyrax.launcher"
 BEST_RUN_ID = "hyrax.best_run_id"
+BEST = "hyrax.best"  # "true" on the sweep's best child run
 BEST_OVERRIDES = "hyrax.best_overrides"
 N_CHILDREN = "hyrax.n_children"
 STOPPED_BECAUSE = "hyrax.stopped_because"  # why the Optuna sweep stopped asking for trials
