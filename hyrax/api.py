@@ -87,7 +87,7 @@ def run(cfg: DictConfig) -> Any:
     if hydra_cfg.mode == RunMode.MULTIRUN:
         from hyrax.multirun import attach_job
 
-        attach_job(config, Path(hydra_cfg.sweep.dir), task_overrides)
+        attach_job(config, Path(hydra_cfg.sweep.dir), task_overrides, int(hydra_cfg.job.num))
     result = run_verb(
         config,
         Path(hydra_cfg.runtime.output_dir),

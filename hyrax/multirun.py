@@ -14,7 +14,6 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,11 @@ from omegaconf import DictConfig
 
 from hyrax import tags
 from hyrax.redact import redact
+from hyrax.sweep_summary import child_runs, summarise
 from hyrax.tags import clip_tag
 
 log = logging.getLogger("hyrax")
 PARENT_FILE = "mlflow_parent.json"
-MAX_CHILDREN = 5000  # child runs one search returns: more than any sweep here runs
 RESULT_FILES = ("optimization_results.yaml",)
 
 
@@ -91,13 +90,24 @@ class MultirunTracking(Callback):
         uri = tracking_uri(config.mlflow.tracking_uri, launch_dir)
         self.client = client_for(uri)
         run_id = self._reopened(sweep_dir) or self._new_parent(config, sweep_dir, uri, launch_dir)
+        from hyrax.run_names import fixed_keys
+        from hyrax.run_notes import command_line, objective_words
+        from hyrax.sweep_record import sweep_label
+
+        objective = config.train.objective
         self.info = {
             "run_id": run_id,
             "tracking_uri": uri,
             "experiment_id": self.client.get_run(run_id).info.experiment_id,
             "experiment": config.mlflow.experiment,
-            "direction": str(config.train.objective.direction),
+            "direction": str(objective.direction),
+            "metric": objective.metric if isinstance(objective.metric, str) else ", ".join(objective.metric),
+            "objective": objective_words(objective.metric, objective.direction),
             "sweep_dir": str(sweep_dir),
+            "label": sweep_label(config),
+            "name": self.client.get_run(run_id).info.run_name,
+            "fixed_keys": fixed_keys(list(config.hydra.overrides.task)),
+            "command": command_line(list(config.hydra.overrides.task), multirun=True),
         }
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(json.dumps(self.info))
@@ -114,27 +124,40 @@ class MultirunTracking(Callback):
         return earlier["run_id"]
 
     def _new_parent(self, config: DictConfig, sweep_dir: Path, uri: str, launch_dir: Path) -> str:
+        from hyrax.run_names import sweep_run_name
+        from hyrax.run_notes import command_line
+        from hyrax.sweep_record import sweep_label, sweep_params
         from hyrax.tracking import ensure_experiment, log_params
 
         experiment = ensure_experiment(self.client, config.mlflow.experiment, uri, launch_dir)
+        overrides = list(config.hydra.overrides.task)
+        command = command_line(overrides, multirun=True)
         parent_tags = {
             tags.SWEEP_DIR: str(sweep_dir.resolve()),
             tags.KIND: tags.KIND_SWEEP,
             tags.SWEEPER: str(config.hydra.sweeper.get("_target_", "")),
             tags.LAUNCHER: str(config.hydra.launcher.get("_target_", "")),
+            tags.COMMAND: clip_tag(redact(command)),
+            tags.NOTE: f"**Command:** `{redact(command)}`\n\nRunning: the table of trials comes at the end.",
+            tags.OBJECTIVE_METRIC: str(config.train.objective.metric),
+            tags.OBJECTIVE_DIRECTION: str(config.train.objective.direction),
+            **sweep_provenance(launch_dir),
         }
-        run_id = self.client.create_run(
-            experiment, run_name=f"sweep {sweep_dir.name}", tags=parent_tags
-        ).info.run_id
-        log_params(self.client, run_id, {"sweep.overrides": " ".join(config.hydra.overrides.task)})
+        name = sweep_run_name(sweep_label(config), overrides)
+        run_id = self.client.create_run(experiment, run_name=name, tags=parent_tags).info.run_id
+        log_params(self.client, run_id, sweep_params(config, overrides))
+        log_environment(self.client, run_id, launch_dir, sweep_dir)
         return run_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.info is None:
             return
         sweep_dir = Path(config.hydra.sweep.dir)
-        self._summarise(sweep_dir)
         self._record_stop(sweep_dir)
+        try:
+            summarise(self.client, self.info, sweep_dir, self.info["command"], self.info["objective"])
+        except Exception as err:  # the trials' own runs are complete: a summary must not fail the sweep
+            log.warning("could not summarise the sweep on its MLflow run: %s", redact(str(err)))
         for name in RESULT_FILES:
             if (sweep_dir / name).is_file():
                 self.client.log_artifact(self.info["run_id"], str(sweep_dir / name))
@@ -142,19 +165,12 @@ class MultirunTracking(Callback):
             self.client.log_artifacts(self.info["run_id"], str(sweep_dir / "plots"), "plots")
         self.client.set_terminated(self.info["run_id"], "FINISHED")
         self.ended = True
+        from hyrax.ui_links import where_lines
 
-    def _summarise(self, sweep_dir: Path) -> None:
-        """Put the best child's objective, run id and overrides on the parent."""
-        children = child_runs(self.client, self.info)
-        scored = [r for r in children if "objective" in r.data.metrics and r.info.status == "FINISHED"]
-        if not scored:
-            return
-        maximize = self.info["direction"].startswith("max")
-        best = (max if maximize else min)(scored, key=lambda r: r.data.metrics["objective"])
-        self.client.log_metric(self.info["run_id"], "best_objective", best.data.metrics["objective"])
-        self.client.set_tag(self.info["run_id"], tags.BEST_RUN_ID, best.info.run_id)
-        self.client.set_tag(self.info["run_id"], tags.BEST_OVERRIDES, best.data.tags.get(tags.OVERRIDES, ""))
-        self.client.set_tag(self.info["run_id"], tags.N_CHILDREN, str(len(children)))
+        for line in where_lines(
+            self.info["tracking_uri"], self.info["experiment_id"], self.info["run_id"], "sweep"
+        ):
+            log.info("%s", line)
 
     def _record_stop(self, sweep_dir: Path) -> None:
         """Put why an Optuna sweep stopped, and the compute its trials used, on the parent."""
@@ -183,6 +199,23 @@ class MultirunTracking(Callback):
             pass
 
 
+def sweep_provenance(launch_dir: Path) -> dict[str, str]:
+    """The provenance tags of the sweep's parent run (its children record their own)."""
+    from hyrax.provenance import source_tags
+
+    return source_tags(launch_dir, sys.argv)
+
+
+def log_environment(client: Any, run_id: str, launch_dir: Path, sweep_dir: Path) -> None:
+    """The installed packages (once per sweep: its children leave them out) and any uncommitted
+    changes, as artifacts of the parent run."""
+    from hyrax.provenance import environment_files
+    from hyrax.train.record import ENVIRONMENT_DIR
+
+    for path in environment_files(launch_dir, sweep_dir / ENVIRONMENT_DIR, with_requirements=True):
+        client.log_artifact(run_id, str(path))
+
+
 def sweep_results(sweep_dir: Path) -> dict[str, Any]:
     """What an Optuna sweep wrote in `optimization_results.yaml` ({} for other sweeps)."""
     path = sweep_dir / RESULT_FILES[0]
@@ -194,17 +227,12 @@ def sweep_results(sweep_dir: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def child_runs(client: Any, info: Mapping[str, str]) -> list[Any]:
-    """All child runs of a sweep's parent run."""
-    return client.search_runs(
-        [info["experiment_id"]],
-        filter_string=f"tags.`{tags.PARENT_RUN_ID}` = '{info['run_id']}'",
-        max_results=MAX_CHILDREN,
-    )
+def attach_job(config: dict[str, Any], sweep_dir: Path, overrides: list[str], job_number: int) -> None:
+    """Point a job's tracking at its sweep's parent run and store, tag what it sweeps, and name it
+    `<sweep> #<trial> <its values>` (a grid's jobs by their job number)."""
+    from hyrax.run_names import child_run_name, swept_overrides
+    from hyrax.search.trial import current_trial_number
 
-
-def attach_job(config: dict[str, Any], sweep_dir: Path, overrides: list[str]) -> None:
-    """Point a job's tracking at its sweep's parent run and store, and tag what it sweeps."""
     info = parent_info(sweep_dir)
     if info is None or not config["mlflow"]["enabled"]:
         return
@@ -215,6 +243,11 @@ def attach_job(config: dict[str, Any], sweep_dir: Path, overrides: list[str]) ->
         **config["mlflow"]["tags"],
         tags.OVERRIDES: clip_tag(redact(" ".join(overrides))),
     }
+    if not config["mlflow"]["run_name"]:
+        number = current_trial_number()
+        swept = swept_overrides(overrides, info.get("fixed_keys", []))
+        label = info.get("label", "sweep")
+        config["mlflow"]["run_name"] = child_run_name(label, job_number if number is None else number, swept)
 
 
 def tag_trial(sweep_dir: Path, number: int, state: str) -> None:

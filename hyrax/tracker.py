@@ -39,7 +39,7 @@ MASKED_COPY_PREFIX = "hyrax-masked-"
 class Write:
     """One write to the run: what it is (for the log and the unsent file) and how to send it."""
 
-    kind: str  # metrics | tags | artifact | status
+    kind: str  # metrics | tags | artifact | dataset | status
     payload: Any
     send: Callable[[Any, str, Any], None] = field(repr=False)  # (client, run_id, payload)
 
@@ -61,6 +61,7 @@ class Tracker:
         self._outage: str | None = None  # why the last send failed, while the outbox is stuck
         self._had_outage = False
         self.client: Any = None
+        self.mirrors: list[Callable[[Mapping[str, float], int], None]] = []  # e.g. TensorBoard
 
     def start(
         self,
@@ -102,7 +103,9 @@ class Tracker:
         return run_id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Buffer metrics for `step`; they are written at the next flush."""
+        """Buffer metrics for `step`; they are written at the next flush (and to each mirror now)."""
+        for mirror in self.mirrors:
+            mirror(metrics, step)
         now = int(time.time() * 1000)
         self._buffer.extend((k, float(v), now, step) for k, v in metrics.items())
         if len(self._buffer) >= MAX_METRICS_PER_BATCH:
@@ -122,6 +125,18 @@ class Tracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Copy a file into the run's artifacts (in the background); text files with secrets masked."""
         self._send(Write("artifact", (str(_masked_copy(path)), artifact_path), _send_artifact))
+
+    def log_dataset(self, data_set: Any, node: Mapping[str, Any], split_sizes: Mapping[str, int]) -> None:
+        """Record the data set as the run's MLflow input (in the background; never fails the run)."""
+        from hyrax.dataset_record import dataset_input
+
+        try:
+            described = dataset_input(data_set, node, split_sizes)
+        except Exception as err:
+            log.warning("could not describe the data set for MLflow: %s", err)
+            return
+        if described is not None:
+            self._send(Write("dataset", described, _send_dataset))
 
     def wait(self) -> None:
         """Block until what was handed to the writer so far has been tried (an outage is retried later)."""
@@ -213,7 +228,10 @@ class Tracker:
         with path.open("a") as out:
             for write in unsent:
                 out.write(
-                    json.dumps({"run_id": self.run_id, "kind": write.kind, "payload": write.payload}) + "\n"
+                    json.dumps(
+                        {"run_id": self.run_id, "kind": write.kind, "payload": write.payload}, default=str
+                    )
+                    + "\n"
                 )
         return path
 
@@ -235,6 +253,10 @@ def _send_artifact(client: Any, run_id: str, where: tuple[str, str | None]) -> N
     copy = Path(where[0]).parent
     if copy.name.startswith(MASKED_COPY_PREFIX):  # sent: the masked copy has done its job
         shutil.rmtree(copy, ignore_errors=True)
+
+
+def _send_dataset(client: Any, run_id: str, described: Any) -> None:
+    client.log_inputs(run_id, datasets=[described])
 
 
 def _send_status(client: Any, run_id: str, status: str) -> None:
@@ -265,7 +287,7 @@ class NullTracker(Tracker):
     """Tracking switched off (`mlflow.enabled=false`): every call does nothing."""
 
     def __init__(self) -> None:
-        pass
+        self.mirrors = []
 
     def start(self, *args: Any, **kwargs: Any) -> None:
         return None
@@ -275,7 +297,8 @@ class NullTracker(Tracker):
         return ""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        return None
+        for mirror in self.mirrors:
+            mirror(metrics, step)
 
     def flush(self) -> None:
         return None
@@ -287,6 +310,9 @@ class NullTracker(Tracker):
         return None
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        return None
+
+    def log_dataset(self, data_set: Any, node: Mapping[str, Any], split_sizes: Mapping[str, int]) -> None:
         return None
 
     def finish(self, status: str) -> None:

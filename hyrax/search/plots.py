@@ -39,19 +39,20 @@ PLOTS_DIR = "plots"
 MIN_TRIALS_FOR_IMPORTANCE = 4
 
 
-def write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
-    """Write the study's plots as PNG files into `out_dir`; returns the files written.
+def write_plots(study: optuna.Study, out_dir: Path, metric: str = "Objective Value") -> list[Path]:
+    """Write the study's plots as PNG files into `out_dir`, the value axes named `metric`; returns the
+    files written.
 
     Never raises: failures are logged as warnings.
     """
     try:
-        return _write_plots(study, Path(out_dir))
+        return _write_plots(study, Path(out_dir), metric)
     except Exception as err:
         log.warning("Could not write the study's plots: %s: %s", type(err).__name__, err)
         return []
 
 
-def _write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
+def _write_plots(study: optuna.Study, out_dir: Path, metric: str) -> list[Path]:
     import matplotlib
 
     if "matplotlib.pyplot" not in sys.modules:  # switching later would close the caller's figures
@@ -68,19 +69,20 @@ def _write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     wanted: dict[str, Callable[[], Any]] = {}
     if len(study.directions) > 1:
         if len(study.directions) in (2, 3):
-            wanted["pareto_front"] = lambda: vis.plot_pareto_front(study)
+            names = [f"{metric} {i}" for i in range(len(study.directions))]
+            wanted["pareto_front"] = lambda: vis.plot_pareto_front(study, target_names=names)
         else:
             log.info("No Pareto front plot for %d objectives (2 or 3 only).", len(study.directions))
     else:
         params = {name for t in complete for name in t.params}
-        wanted["optimization_history"] = lambda: vis.plot_optimization_history(study)
+        wanted["optimization_history"] = lambda: vis.plot_optimization_history(study, target_name=metric)
         if len(params) >= 2 and len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:
             # Seeded: the same study gives the same plot. fANOVA needs scikit-learn (MLflow brings it).
             wanted["param_importances"] = lambda: vis.plot_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target_name=metric
             )
         if params:
-            wanted["slice"] = lambda: vis.plot_slice(study)
+            wanted["slice"] = lambda: vis.plot_slice(study, target_name=metric)
         if any(t.intermediate_values for t in trials):
             wanted["intermediate_values"] = lambda: vis.plot_intermediate_values(study)
 

@@ -17,10 +17,15 @@ RESULTS_FILE = "optimization_results.yaml"
 
 
 def write_results(
-    study: optuna.Study, sweep_dir: Path, summary: Mapping[str, Any] | None = None, plots: bool = True
+    study: optuna.Study,
+    sweep_dir: Path,
+    summary: Mapping[str, Any] | None = None,
+    plots: bool = True,
+    metric: str = "objective",
 ) -> None:
-    """Log the best trial(s); write `optimization_results.yaml` and (if `plots`) `plots/*.png` into
-    `sweep_dir`. `summary` (why the sweep stopped, the compute it used) is logged and written too.
+    """Log the best trial(s); write `optimization_results.yaml` and (if `plots`) `plots/*.png` and
+    `report.html` into `sweep_dir`, their axes named `metric`. `summary` (why the sweep stopped, the
+    compute it used) is logged and written too.
     """
     results: dict[str, object] = {"name": "optuna", "study_name": study.study_name}
     counts = {s.name: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
@@ -52,9 +57,11 @@ def write_results(
         )
     OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
     if plots:
-        from hyrax.search.plots import PLOTS_DIR, write_plots  # matplotlib only now; never raises
+        from hyrax.search.html_report import REPORT_FILE, write_report  # plotly, matplotlib only now
+        from hyrax.search.plots import PLOTS_DIR, write_plots
 
-        write_plots(study, sweep_dir / PLOTS_DIR)
+        write_plots(study, sweep_dir / PLOTS_DIR, metric)
+        write_report(study, sweep_dir / REPORT_FILE, metric, f"Study {study.study_name}")
 
 
 def _best_trial(study: optuna.Study) -> FrozenTrial | None:

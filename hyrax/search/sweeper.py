@@ -165,8 +165,14 @@ class OptunaSweep:
             )
             raise
         finally:
-            write_results(study, sweep_dir, self.summary(time.monotonic() - began), self.plots)
+            summary = self.summary(time.monotonic() - began)
+            write_results(study, sweep_dir, summary, self.plots, self.metric_name())
         return study
+
+    def metric_name(self) -> str:
+        """What the objective is called in plots: `train.objective.metric` (plain Hydra apps: objective)."""
+        metric = OmegaConf.select(self.config, "train.objective.metric", default=None) or "objective"
+        return metric if isinstance(metric, str) else ", ".join(str(m) for m in metric)
 
     def run_trials(self, study: optuna.Study, ownership: Ownership, budget: Budget) -> None:
         """Keep up to `n_jobs` trials running until the study is done or a budget ends."""

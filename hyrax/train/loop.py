@@ -32,6 +32,7 @@ class LoopState:
     best_epoch: int = -1
     bad_epochs: int = 0
     best_metrics: dict[str, float] = field(default_factory=dict)
+    loss_average: float | None = None  # `train/loss_step`: a moving average carried across epochs
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Loop:
             self._step_scheduler(metrics.get(monitor))
             improved = self._judge(metrics, monitor, mode)
             self.state.epoch = epoch + 1
-            self.tracker.log_metrics(metrics, self.state.step)
+            self.tracker.log_metrics({**metrics, "epoch": epoch + 1}, self.state.step)
             self.tracker.flush()
             self._save_checkpoints(improved)
             log.info("epoch %d/%d  %s", epoch + 1, self.train_cfg["epochs"], _fmt(metrics))
@@ -121,7 +122,7 @@ class Loop:
         model, cfg = self.model, self.train_cfg
         train_step = find_method(model, TRAIN_STEP_NAMES)
         every = cfg["log_every_n_steps"]
-        total, count, window, window_n, samples = 0.0, 0, 0.0, 0, 0
+        total, count, samples = 0.0, 0, 0
         extras: dict[str, float] = {}
         started = time.perf_counter()
         bar = tqdm(
@@ -154,14 +155,14 @@ class Loop:
                 )
             self.state.step += 1
             samples += batch_length(batch)
-            total, count, window, window_n = total + value, count + 1, window + value, window_n + 1
+            total, count = total + value, count + 1
+            average = self._moving_average(value, every)
             if self.state.step % every == 0:
                 self.tracker.log_metrics(
-                    {"train/loss_step": window / window_n, **{f"train/{k}": v for k, v in extras.items()}},
+                    {"train/loss_step": average, **{f"train/{k}": v for k, v in extras.items()}},
                     self.state.step,
                 )
-                bar.set_postfix(loss=f"{window / window_n:.4g}", refresh=False)
-                window, window_n = 0.0, 0
+                bar.set_postfix(loss=f"{average:.4g}", refresh=False)
         seconds = time.perf_counter() - started
         return {
             "train/loss": total / max(count, 1),
@@ -169,6 +170,14 @@ class Loop:
             "lr": model.optimizer.param_groups[0]["lr"] if model.optimizer is not None else 0.0,
             **{f"train/{k}": v for k, v in extras.items()},
         }
+
+    def _moving_average(self, value: float, span: int) -> float:
+        """The loss's exponential moving average over about the last `span` steps, across epochs (it
+        starts at the first loss, so early values are not pulled towards zero)."""
+        previous = self.state.loss_average
+        weight = 2.0 / (span + 1)
+        self.state.loss_average = value if previous is None else previous + weight * (value - previous)
+        return self.state.loss_average
 
     def _default_step(self, batch: Any) -> torch.Tensor:
         model = self.model

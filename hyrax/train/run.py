@@ -17,10 +17,9 @@ from torch import nn
 from hyrax import tags
 from hyrax.errors import HyraxError
 from hyrax.models.contract import TEST_NAMES
-from hyrax.search.trial import current_trial_number
 from hyrax.tracker import NullTracker, Tracker
-from hyrax.tracking import flatten, tracking_uri
-from hyrax.train import checkpoint
+from hyrax.tracking import tracking_uri
+from hyrax.train import checkpoint, record
 from hyrax.train.components import assemble, pick_device, seed_everything
 from hyrax.train.evaluate import evaluate
 from hyrax.train.loop import Loop
@@ -40,22 +39,6 @@ def make_tracker(config: Mapping[str, Any], launch_dir: Path) -> Tracker:
         launch_dir,
         outage_wait_s=settings["outage_wait_s"],
     )
-
-
-def run_tags(config: Mapping[str, Any], run_dir: Path) -> dict[str, str]:
-    """Tags that say what ran where."""
-    found = {
-        tags.MODEL: str(config["model"]["_target_"]),
-        tags.DATA_SET: str(config["data_set"]["_target_"]),
-        tags.RUN_DIR: str(run_dir.resolve()),
-        **config["mlflow"]["tags"],
-    }
-    if config["mlflow"].get("parent_run_id"):
-        found[tags.PARENT_RUN_ID] = config["mlflow"]["parent_run_id"]
-    number = current_trial_number()
-    if number is not None:
-        found[tags.TRIAL_NUMBER] = str(number)
-    return found
 
 
 def requeued_resume(resume: str) -> str:
@@ -129,15 +112,20 @@ def train(
     tracker = make_tracker(config, launch_dir)
     tracker.unsent_dir = run_dir
     previous_run = (resumed or {}).get("mlflow_run_id") or _recorded_run_id(run_dir, config)
+    overrides = record.given_overrides(config, given)
     tracker.start(
-        config["mlflow"]["run_name"] or _run_name(run_dir, launch_dir),
-        flatten(config),
-        run_tags(config, run_dir),
+        record.run_name(config, overrides),
+        record.experiment_params(config),
+        record.run_tags(config, run_dir, launch_dir, overrides),
         previous_run,
     )
     status = "FAILED"
+    watch = Watchers(config, tracker, run_dir)
     try:
-        result = _train(config, run_dir, tracker, resumed, on_epoch_end, given)
+        result = _train(config, run_dir, launch_dir, tracker, resumed, on_epoch_end, given, watch)
+        tracker.set_tags(
+            {tags.NOTE: record.final_note(config, run_dir, overrides, result.objective, watch.state)}
+        )
         status = "FINISHED"
         return result
     except KeyboardInterrupt:
@@ -151,21 +139,15 @@ def train(
             tracker.set_tags({tags.ERROR: f"{type(err).__name__}: {err}"})
         raise
     finally:
+        watch.stop()
         tracker.finish(status)
+        watch.say_where()
 
 
 def _pruned(err: BaseException) -> bool:
     """Whether `err` is Optuna's word that the sweep pruned this trial (optuna is loaded if a trial ran)."""
     optuna = sys.modules.get("optuna")
     return optuna is not None and isinstance(err, optuna.TrialPruned)
-
-
-def _run_name(run_dir: Path, launch_dir: Path) -> str:
-    """A run's default MLflow name: its directory, relative to where it was launched."""
-    try:
-        return str(run_dir.resolve().relative_to(launch_dir.resolve()))
-    except ValueError:
-        return run_dir.name
 
 
 def _recorded_run_id(run_dir: Path, config: Mapping[str, Any]) -> str | None:
@@ -176,13 +158,60 @@ def _recorded_run_id(run_dir: Path, config: Mapping[str, Any]) -> str | None:
     return None
 
 
+class Watchers:
+    """What watches a run besides its MLflow metrics: TensorBoard event files (`train.tensorboard`) and
+    MLflow's system metrics (`mlflow.system_metrics`); at the end, where to look at the run."""
+
+    def __init__(self, config: Mapping[str, Any], tracker: Tracker, run_dir: Path) -> None:
+        self.config, self.tracker, self.run_dir = config, tracker, run_dir
+        self.monitor: Any = None
+        self.board: Any = None
+        self.state: Any = None  # the loop's final state, once it has one
+        self.experiment_id: str | None = None
+
+    def start(self, run_id: str) -> None:
+        """Open the TensorBoard writer and start sampling system metrics for the run."""
+        if self.config["train"]["tensorboard"]:
+            from hyrax.train.tensorboard import TensorBoard
+
+            self.board = TensorBoard.open(self.run_dir)
+            self.tracker.mirrors.append(self.board.log)
+        if run_id and self.config["mlflow"]["system_metrics"]:
+            from hyrax import system_metrics
+
+            self.monitor = system_metrics.start(run_id, self.tracker.uri)
+
+    def stop(self) -> None:
+        """Stop sampling and close the event files (safe when nothing started)."""
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self.board is not None:
+            self.board.close()
+
+    def say_where(self) -> None:
+        """End the log with the run's page in the MLflow UI and how to open the UI."""
+        from hyrax.ui_links import where_lines
+
+        client = getattr(self.tracker, "client", None)
+        if client is None or not self.tracker.run_id:
+            return
+        try:
+            experiment_id = client.get_run(self.tracker.run_id).info.experiment_id
+        except Exception:  # the store went away: the log has said so already
+            return
+        for line in where_lines(self.tracker.uri, experiment_id, self.tracker.run_id):
+            log.info("%s", line)
+
+
 def _train(
     config: dict[str, Any],
     run_dir: Path,
+    launch_dir: Path,
     tracker: Tracker,
     resumed: dict[str, Any] | None,
     on_epoch_end: Any,
     given: Sequence[str],
+    watch: Watchers,
 ) -> TrainResult:
     train_cfg = config["train"]
     seed_everything(train_cfg["seed"], train_cfg["deterministic"])
@@ -193,6 +222,9 @@ def _train(
     run_id = tracker.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_INFO).write_text(json.dumps({"mlflow_run_id": run_id}))
+    record.log_start_files(tracker, config, run_dir, launch_dir)
+    record.log_data_set(tracker, config, data)
+    watch.start(run_id)
     log.info("training %s in %s", type(model).__qualname__, run_dir.resolve())
     progress = train_cfg["progress"] if train_cfg["progress"] is not None else sys.stderr.isatty()
     loop = Loop(
@@ -208,7 +240,7 @@ def _train(
     )
     if resumed is not None:
         loop.restore(resumed)
-    state = loop.fit()
+    state = watch.state = loop.fit()
     metrics = dict(state.best_metrics) or {}
     metrics.update(_final_test(loop, data.batches["test"], run_dir, device))
     value = objective(config, metrics)
@@ -216,8 +248,11 @@ def _train(
     named = (
         {"objective": values[0]} if len(values) == 1 else {f"objective_{i}": v for i, v in enumerate(values)}
     )
-    tracker.log_metrics({**{k: v for k, v in metrics.items() if k.startswith("test/")}, **named}, state.step)
+    finals = {k: v for k, v in metrics.items() if k.startswith("test/")}
+    tracker.log_metrics({**finals, **named, "best_epoch": state.best_epoch + 1}, state.step)
     _log_artifacts(config, run_dir, tracker)
+    if config["mlflow"]["log_model"] or config["mlflow"]["register_model"]:
+        _log_model(config, loop, data.sample_batch, tracker)
     return TrainResult(value, model, run_dir)
 
 
@@ -235,12 +270,28 @@ def _final_test(loop: Loop, batches: Any, run_dir: Path, device: torch.device) -
     return metrics
 
 
+def _log_model(config: Mapping[str, Any], loop: Loop, sample_batch: Any, tracker: Tracker) -> None:
+    """The best checkpoint as an MLflow PyTorch model (and a registered version, when asked)."""
+    if not config["mlflow"]["enabled"]:
+        log.warning("mlflow.log_model needs MLflow tracking (mlflow.enabled=false): no model logged")
+        return
+    from hyrax.train.model_log import log_model
+
+    best = checkpoint.checkpoint_dir(loop.run_dir) / checkpoint.BEST
+    if best.is_file():
+        loop.model.load_state_dict(checkpoint.load(best)["model"])
+    tracker.wait()
+    try:
+        uri = log_model(
+            tracker.client, tracker.run_id, loop.model, sample_batch, config["mlflow"]["register_model"]
+        )
+    except Exception as err:  # training succeeded and the checkpoint is kept: say so, do not fail the run
+        log.warning("could not log the model to MLflow (the checkpoint %s is kept): %s", best, err)
+        return
+    log.info("logged the model as %s", uri)
+
+
 def _log_artifacts(config: Mapping[str, Any], run_dir: Path, tracker: Tracker) -> None:
-    for name in ("config.yaml", "overrides.yaml"):
-        for candidate in (run_dir / ".hydra" / name, run_dir / name):
-            if candidate.is_file():
-                tracker.log_artifact(candidate, "config")
-                break
     best = checkpoint.checkpoint_dir(run_dir) / checkpoint.BEST
     if config["mlflow"]["log_checkpoint"] and best.is_file():
         tracker.log_artifact(best, "checkpoints")
