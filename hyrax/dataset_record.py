@@ -7,7 +7,7 @@ logged with `MlflowClient.log_inputs`, not the fluent `mlflow.log_input`, which 
 
 MLflow keeps one dataset record per (name, digest) in an experiment: a later run with the same digest
 points at the first run's record (its profile included), so what is particular to a run (its split
-sizes) also goes into a tag on the run's input edge (`SPLITS_TAG`).
+sizes) also goes into a tag on the run's input edge (`hyrax.tags.SPLITS`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from hyrax.redact import redact
+from hyrax.tags import SPLITS
 
 log = logging.getLogger("hyrax")
 
 SOURCE_TYPE = "hyrax"  # MLflow accepts any source type for an entity; its UI shows it as given
 CONTEXT = "training"  # the value of MLflow's context tag (mlflow.data.context)
-SPLITS_TAG = "hyrax.splits"  # input tag: this run's split sizes as JSON (not in hyrax.tags: an input tag)
 LOCATION_KEYS = ("data_location", "data_dir", "path", "file")
 DIGEST_CHARS = 10
 MAX_SCHEMA_ENTRIES = 20  # fields of a dict or tuple item described in the schema
@@ -47,7 +47,7 @@ def dataset_input(data_set: Any, config_node: Mapping[str, Any], split_sizes: Ma
         schema=_schema(data_set, rows),
         profile=json.dumps({**({"num_rows": rows} if rows is not None else {}), "splits": splits}),
     )
-    tags = [InputTag(MLFLOW_DATASET_CONTEXT, CONTEXT), InputTag(SPLITS_TAG, json.dumps(splits))]
+    tags = [InputTag(MLFLOW_DATASET_CONTEXT, CONTEXT), InputTag(SPLITS, json.dumps(splits))]
     return DatasetInput(dataset=dataset, tags=tags)
 
 

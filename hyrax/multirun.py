@@ -202,8 +202,9 @@ class MultirunTracking(Callback):
 def sweep_provenance(launch_dir: Path) -> dict[str, str]:
     """The provenance tags of the sweep's parent run (its children record their own)."""
     from hyrax.provenance import source_tags
+    from hyrax.run_notes import PROGRAM
 
-    return source_tags(launch_dir, sys.argv)
+    return source_tags(launch_dir, [PROGRAM])
 
 
 def log_environment(client: Any, run_id: str, launch_dir: Path, sweep_dir: Path) -> None:

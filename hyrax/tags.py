@@ -16,6 +16,9 @@ USER = "mlflow.user"
 GIT_COMMIT = "mlflow.source.git.commit"
 GIT_BRANCH = "mlflow.source.git.branch"
 GIT_REPO_URL = "mlflow.source.git.repoURL"
+# An experiment tag: which view the UI opens an experiment in (its runs, not the GenAI overview).
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
 
 # Every training run.
 MODEL = "hyrax.model"
@@ -34,6 +37,7 @@ PYTHON_VERSION = "hyrax.python"
 TORCH_VERSION = "hyrax.torch"
 CUDA_VERSION = "hyrax.cuda"  # "none" on a CPU build
 HOST = "hyrax.host"
+SPLITS = "hyrax.splits"  # a tag on the run's data set input: this run's split sizes (JSON)
 REQUIREMENTS_FILE = "requirements.txt"  # artifact: installed packages (a sweep logs it once, on its parent)
 GIT_DIFF_FILE = "git_diff.patch"  # artifact: the uncommitted changes, when there are any
 

@@ -21,7 +21,7 @@ from typing import Any
 from hyrax.errors import HyraxError
 from hyrax.locks import sqlite_lock
 from hyrax.redact import redact
-from hyrax.tags import MAX_PARAM_LENGTH, MAX_PARAMS_PER_BATCH
+from hyrax.tags import EXPERIMENT_KIND, EXPERIMENT_KIND_TRAINING, MAX_PARAM_LENGTH, MAX_PARAMS_PER_BATCH
 
 URI_ENV = "MLFLOW_TRACKING_URI"
 SUPPRESS_LINKS_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
@@ -95,10 +95,19 @@ def client_for(uri: str) -> Any:
 
 
 def ensure_experiment(client: Any, name: str, uri: str, launch_dir: Path) -> str:
-    """The id of experiment `name`, created when missing (artifacts next to an SQLite store)."""
+    """The id of experiment `name`, created when missing (artifacts next to an SQLite store), marked as
+    model training so that the MLflow UI opens it on its runs, not on the GenAI overview."""
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
+    if found is None:
+        experiment_id = _create_experiment(client, name, uri, launch_dir)
+    else:
+        experiment_id = found.experiment_id
+    if found is None or EXPERIMENT_KIND not in found.tags:  # a kind the user chose stays
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, EXPERIMENT_KIND_TRAINING)
+    return experiment_id
+
+
+def _create_experiment(client: Any, name: str, uri: str, launch_dir: Path) -> str:
     location = (launch_dir.resolve() / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
     with sqlite_lock(uri):
         found = client.get_experiment_by_name(name)

@@ -13,7 +13,7 @@ from typing import Any
 
 from hyrax import tags
 from hyrax.run_names import single_run_name
-from hyrax.run_notes import command_line, objective_words, result_words, run_note
+from hyrax.run_notes import PROGRAM, command_line, objective_words, result_words, run_note
 from hyrax.search.trial import current_trial_number
 from hyrax.tracking import flatten
 
@@ -95,11 +95,15 @@ def run_tags(
     config: Mapping[str, Any], run_dir: Path, launch_dir: Path, overrides: Sequence[str]
 ) -> dict[str, str]:
     """Tags that say what ran, where, from what code, and how to read it."""
+    from hydra.core.hydra_config import HydraConfig
+
     from hyrax.provenance import source_tags
 
+    # A hyrax-run job may run in a worker or a Slurm job whose own program is not hyrax-run.
+    program = [PROGRAM] if HydraConfig.initialized() else sys.argv
     objective = config["train"]["objective"]
     found = {
-        **source_tags(launch_dir, sys.argv),
+        **source_tags(launch_dir, program),
         tags.MODEL: str(config["model"]["_target_"]),
         tags.DATA_SET: str(config["data_set"]["_target_"]),
         tags.RUN_DIR: str(run_dir.resolve()),

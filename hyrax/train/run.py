@@ -120,7 +120,7 @@ def train(
         previous_run,
     )
     status = "FAILED"
-    watch = Watchers(config, tracker, run_dir)
+    watch = Watchers(config, tracker, run_dir, resumed=previous_run is not None)
     try:
         result = _train(config, run_dir, launch_dir, tracker, resumed, on_epoch_end, given, watch)
         tracker.set_tags(
@@ -162,8 +162,8 @@ class Watchers:
     """What watches a run besides its MLflow metrics: TensorBoard event files (`train.tensorboard`) and
     MLflow's system metrics (`mlflow.system_metrics`); at the end, where to look at the run."""
 
-    def __init__(self, config: Mapping[str, Any], tracker: Tracker, run_dir: Path) -> None:
-        self.config, self.tracker, self.run_dir = config, tracker, run_dir
+    def __init__(self, config: Mapping[str, Any], tracker: Tracker, run_dir: Path, resumed: bool) -> None:
+        self.config, self.tracker, self.run_dir, self.resumed = config, tracker, run_dir, resumed
         self.monitor: Any = None
         self.board: Any = None
         self.state: Any = None  # the loop's final state, once it has one
@@ -179,7 +179,7 @@ class Watchers:
         if run_id and self.config["mlflow"]["system_metrics"]:
             from hyrax import system_metrics
 
-            self.monitor = system_metrics.start(run_id, self.tracker.uri)
+            self.monitor = system_metrics.start(run_id, self.tracker.uri, resume=self.resumed)
 
     def stop(self) -> None:
         """Stop sampling and close the event files (safe when nothing started)."""
