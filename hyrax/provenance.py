@@ -36,7 +36,8 @@ MAX_UNTRACKED_CONTENTS = 50  # untracked files whose contents the diff includes 
 MAX_UNTRACKED_NAMES = 500
 _GIT_ENV = {"GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0"}  # never take index.lock, never prompt
 # What Hyrax itself writes into the launch directory: untracked, these do not make a checkout dirty.
-HYRAX_OUTPUTS = ("runs", "multiruns", "outputs", "mlartifacts", ".hyrax", "mlflow.db", "mlflow.db-journal")
+HYRAX_OUTPUTS = ("runs", "multiruns", "outputs", "mlartifacts", ".hyrax")
+HYRAX_STORE = "mlflow.db"  # the default store, with its lock, journal and WAL files beside it
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def _counts(entry: str) -> bool:
 
 def _is_output(path: str) -> bool:
     """Whether an untracked path is, or lies in, one of Hyrax's outputs (`runs/`, `mlflow.db`, ...)."""
-    return any(part in HYRAX_OUTPUTS for part in Path(path.rstrip("/")).parts)
+    return any(part in HYRAX_OUTPUTS or part.startswith(HYRAX_STORE) for part in Path(path.rstrip("/")).parts)
 
 
 def git_diff(state: GitState) -> str:
