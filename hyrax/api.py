@@ -22,7 +22,7 @@ from hyrax.config import COMPONENT_GROUPS, PRIMARY_CONFIG
 from hyrax.errors import HyraxError
 from hyrax.session import Session, as_plain
 
-VERBS = ("train", "test", "infer", "prepare")
+VERBS = ("train", "test", "infer", "prepare", "export")
 
 
 def run_verb(

@@ -1,4 +1,5 @@
-"""The verbs besides training: `test` a checkpoint, `infer` predictions, `prepare` a data set."""
+"""The verbs besides training: `test` a checkpoint, `infer` predictions, `prepare` a data set,
+`export` a checkpoint's model (the work is in `hyrax.train.export`)."""
 
 from __future__ import annotations
 
@@ -108,6 +109,15 @@ def infer(config: Mapping[str, Any], run_dir: Path) -> InferenceResult:
     np.save(run_dir / "ids.npy", ids)
     print(f"Wrote {len(outputs)} predictions to {run_dir.resolve() / 'predictions.npy'} (ids in ids.npy)")
     return InferenceResult(outputs, ids, run_dir / "predictions.npy")
+
+
+def export(config: Mapping[str, Any], run_dir: Path) -> Any:
+    """A checkpoint's model as an ONNX file, checked against torch; returns an `ExportResult`."""
+    from hyrax.train.export import export_checkpoint
+
+    result = export_checkpoint(config)
+    print(result.summary())
+    return result
 
 
 def prepare(config: Mapping[str, Any], run_dir: Path) -> Any:
