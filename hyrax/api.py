@@ -187,5 +187,10 @@ class Hyrax:
 
     def infer(self, ckpt_path: str | None = None) -> Any:
         """Predictions of a checkpoint (default: the run this session just trained) as an indexable
+    def export(self, ckpt_path: str | None = None) -> Any:
+        """The checkpoint's model (default: the run this session just trained) as `model.onnx`, checked
+        in onnxruntime against torch; returns an `ExportResult` (its `path` and `max_difference`)."""
+        return self._run("export", ckpt_path=self._checkpoint(ckpt_path))
+
         `InferenceResult` with their ids; `predictions.npy` and `ids.npy` are written too."""
         return self._run("infer", ckpt_path=self._checkpoint(ckpt_path))

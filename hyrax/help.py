@@ -24,7 +24,10 @@ Usage:
   hyrax-run [key=value ...]                   one run (verb=train by default)
   hyrax-run -m key=a,b [key=c,d ...]          a grid sweep, one job per combination
   hyrax-run -m sweep=lr_search                an Optuna search from a preset in sweeps/
-  hyrax-run verb=test|infer ckpt_path=RUN_DIR  evaluate or predict with a trained run
+  hyrax-run verb=test|infer|export ckpt_path=RUN  test, predict, or export to ONNX (RUN: a run
+                                              directory, a .pt file or an MLflow run id)
+  hyrax-run from_run=RUN_ID [key=value ...]   re-run a recorded run's exact config (forked by the
+                                              overrides given)
   hyrax-run verb=prepare                      describe the data set and its splits
   hyrax-run --config-file hyrax_config.toml   a Hyrax config file (also -c FILE; ./hyrax_config.toml is
                                               read when present), the command line winning over it
