@@ -39,6 +39,7 @@ def run_verb(
     """
     from hyrax.compat.normalize import normalize
     from hyrax.ranges import check_ranges
+    from hyrax.run_lookup import resolve_run_ids
 
     check_ranges(config)
     normalize(with_package_tables(config))
@@ -49,6 +50,7 @@ def run_verb(
             key="ckpt_path",
             fix="to continue training from a checkpoint, set train.resume=<run dir or .pt file> instead",
         )
+    resolve_run_ids(config, launch_dir)  # ckpt_path=<run id>, train.resume=<run id>: their paths
     if verb == "train":
         from hyrax.train.run import train
 
@@ -185,12 +187,12 @@ class Hyrax:
         """Test-split metrics of a checkpoint (default: the run this session just trained)."""
         return self._run("test", ckpt_path=self._checkpoint(ckpt_path))
 
-    def infer(self, ckpt_path: str | None = None) -> Any:
-        """Predictions of a checkpoint (default: the run this session just trained) as an indexable
     def export(self, ckpt_path: str | None = None) -> Any:
         """The checkpoint's model (default: the run this session just trained) as `model.onnx`, checked
         in onnxruntime against torch; returns an `ExportResult` (its `path` and `max_difference`)."""
         return self._run("export", ckpt_path=self._checkpoint(ckpt_path))
 
+    def infer(self, ckpt_path: str | None = None) -> Any:
+        """Predictions of a checkpoint (default: the run this session just trained) as an indexable
         `InferenceResult` with their ids; `predictions.npy` and `ids.npy` are written too."""
         return self._run("infer", ckpt_path=self._checkpoint(ckpt_path))

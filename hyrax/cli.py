@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,21 +83,48 @@ _HYDRA_CFG_CHOICES = {"job", "hydra", "all"}
 def hyrax_arguments(args: list[str]) -> list[str]:
     """The command line with Hyrax's spellings made Hydra's: `--config-file F` (or `-c F`, when F is not
     one of Hydra's `-c job|hydra|all`; without either, `./hyrax_config.toml` when it exists) becomes the
-    overrides F stands for, ahead of the command line's own; `model.name=X` becomes `model=X`."""
+    overrides F stands for, ahead of the command line's own; `model.name=X` becomes `model=X`;
+    `from_run=<run id>` becomes the overrides that compose that run's recorded config (`hyrax.rerun`),
+    the others on top (then `./hyrax_config.toml` is not read: the record replaces it)."""
     from hyrax.compat.overrides import layered, name_choices, override_key
     from hyrax.compat.toml_file import USER_CONFIG_FILE, default_config_file, toml_overrides
+    from hyrax.rerun import expand_from_run, has_from_run
 
     rest, config_file = _take_config_file(args)
-    if config_file is None and default_config_file() is not None:
-        sys.stderr.write(f"hyrax-run: reading ./{USER_CONFIG_FILE} (Hyrax's config file)\n")
-        config_file = USER_CONFIG_FILE
     positions = [i for i in range(len(rest)) if _is_override(rest, i)]
     overrides = name_choices(rest[i] for i in positions)
+    rerun = has_from_run(overrides)
+    if config_file is None and default_config_file() is not None:
+        if rerun:
+            sys.stderr.write(f"hyrax-run: not reading ./{USER_CONFIG_FILE}: from_run uses the run's config\n")
+        else:
+            sys.stderr.write(f"hyrax-run: reading ./{USER_CONFIG_FILE} (Hyrax's config file)\n")
+            config_file = USER_CONFIG_FILE
     from_file = toml_overrides(Path(config_file)) if config_file else []
     mine = {override_key(o) for o in overrides}
     at = positions[0] if positions else len(rest)
     flags_after = [a for i, a in enumerate(rest) if i >= at and i not in positions]
-    return rest[:at] + layered([o for o in from_file if override_key(o) not in mine], overrides) + flags_after
+    merged = layered([o for o in from_file if override_key(o) not in mine], overrides)
+    if rerun:
+        with _log_to_stderr():
+            merged = expand_from_run(merged, Path.cwd())
+    return rest[:at] + merged + flags_after
+
+
+@contextmanager
+def _log_to_stderr() -> Iterator[None]:
+    """Show Hyrax's log on stderr while the command line is read (Hydra sets up logging only later)."""
+    logger = logging.getLogger("hyrax")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[hyrax-run][%(levelname)s] - %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _take_config_file(args: list[str]) -> tuple[list[str], str | None]:

@@ -52,12 +52,18 @@ class Session:
         config_name: str = PRIMARY_CONFIG,
     ) -> None:
         from hyrax.compat.toml_file import default_config_file, toml_overrides
+        from hyrax.rerun import expand_from_run, has_from_run
 
-        path = Path(config_file) if config_file else default_config_file()
+        given = name_choices(overrides)
+        rerun = has_from_run(given)  # from_run=<id>: the run's config replaces ./hyrax_config.toml
+        path = Path(config_file) if config_file else None if rerun else default_config_file()
         if path is not None and not config_file:
             log.info("reading %s (Hyrax's config file)", path)
         self.file_overrides = toml_overrides(path) if path else []
-        self.overrides = name_choices(overrides)
+        self.overrides = given
+        if rerun:
+            self.overrides = expand_from_run(layered(self.file_overrides, given), Path.cwd(), config_name)
+            self.file_overrides = []
         self.extra: list[str] = []  # from set_config of Hyrax tables (data_request, a class's table)
         self.config_name = config_name
         self.baseline = self._compose(self._base_overrides())
