@@ -43,4 +43,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py
 
 clean:
-	rm -rf runs multiruns mlflow.db mlartifacts .pytest_cache
+	rm -rf runs multiruns mlflow.db mlartifacts .hyrax .pytest_cache

@@ -46,9 +46,16 @@ def run_verb(
     verb = config.get("verb", "train")
     if verb == "train" and config.get("ckpt_path"):
         raise HyraxError(
-            "ckpt_path names the checkpoint that test and infer use; training does not read it",
+            "ckpt_path names the checkpoint that test, infer and export use; training does not read it",
             key="ckpt_path",
-            fix="to continue training from a checkpoint, set train.resume=<run dir or .pt file> instead",
+            fix="to continue training from a checkpoint, set train.resume=<run dir, .pt file or run id>",
+        )
+    unread = [key for key in given if key.startswith("export.")] if verb != "export" else []
+    if unread:
+        raise HyraxError(
+            f"{unread[0]} was set, but only verb=export reads the export settings (this is verb={verb})",
+            key=unread[0],
+            fix="add verb=export ckpt_path=<run> to export a model, or drop the setting",
         )
     resolve_run_ids(config, launch_dir)  # ckpt_path=<run id>, train.resume=<run id>: their paths
     if verb == "train":

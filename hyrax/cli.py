@@ -40,6 +40,9 @@ def main() -> None:
     # As with `python -m`, packages in the working directory are importable (model=mypkg.MyModel).
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
+    from hyrax.run_notes import remember_command
+
+    remember_command(sys.argv[1:])  # as typed: runs' descriptions show it, not its expansion
     try:
         sys.argv[1:] = hyrax_arguments(sys.argv[1:])
     except HyraxError as err:

@@ -91,7 +91,7 @@ class MultirunTracking(Callback):
         self.client = client_for(uri)
         run_id = self._reopened(sweep_dir) or self._new_parent(config, sweep_dir, uri, launch_dir)
         from hyrax.run_names import fixed_keys
-        from hyrax.run_notes import command_line, objective_words
+        from hyrax.run_notes import objective_words
         from hyrax.sweep_record import sweep_label
 
         objective = config.train.objective
@@ -107,7 +107,7 @@ class MultirunTracking(Callback):
             "label": sweep_label(config),
             "name": self.client.get_run(run_id).info.run_name,
             "fixed_keys": fixed_keys(list(config.hydra.overrides.task)),
-            "command": command_line(list(config.hydra.overrides.task), multirun=True),
+            "command": sweep_command(config)[0],
         }
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(json.dumps(self.info))
@@ -125,13 +125,12 @@ class MultirunTracking(Callback):
 
     def _new_parent(self, config: DictConfig, sweep_dir: Path, uri: str, launch_dir: Path) -> str:
         from hyrax.run_names import sweep_run_name
-        from hyrax.run_notes import command_line
         from hyrax.sweep_record import sweep_label, sweep_params
         from hyrax.tracking import ensure_experiment, log_params
 
         experiment = ensure_experiment(self.client, config.mlflow.experiment, uri, launch_dir)
         overrides = list(config.hydra.overrides.task)
-        command = command_line(overrides, multirun=True)
+        command, typed = sweep_command(config)
         parent_tags = {
             tags.SWEEP_DIR: str(sweep_dir.resolve()),
             tags.KIND: tags.KIND_SWEEP,
@@ -143,7 +142,7 @@ class MultirunTracking(Callback):
             tags.OBJECTIVE_DIRECTION: str(config.train.objective.direction),
             **sweep_provenance(launch_dir),
         }
-        name = sweep_run_name(sweep_label(config), overrides)
+        name = sweep_run_name(sweep_label(config), typed)
         run_id = self.client.create_run(experiment, run_name=name, tags=parent_tags).info.run_id
         log_params(self.client, run_id, sweep_params(config, overrides))
         log_environment(self.client, run_id, launch_dir, sweep_dir)
@@ -197,6 +196,17 @@ class MultirunTracking(Callback):
             self.client.set_terminated(self.info["run_id"], status)
         except Exception:
             pass
+
+
+def sweep_command(config: DictConfig) -> tuple[str, list[str]]:
+    """The sweep's command line as typed, and its overrides (as Hydra has them when not typed)."""
+    from hyrax.run_notes import command_line, typed_command
+
+    typed = typed_command()
+    if typed is not None:
+        return typed
+    overrides = list(config.hydra.overrides.task)
+    return command_line(overrides, multirun=True), overrides
 
 
 def sweep_provenance(launch_dir: Path) -> dict[str, str]:

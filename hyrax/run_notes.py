@@ -4,6 +4,7 @@ the command that made it, where its files are, what its objective is and how the
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -12,6 +13,21 @@ from hyrax.tags import MAX_TAG_LENGTH
 from hyrax.ui_links import run_path
 
 PROGRAM = "hyrax-run"
+COMMAND_ENV = "HYRAX_COMMAND"  # the command line as the user typed it (a config file, from_run unexpanded)
+
+
+def remember_command(args: Sequence[str]) -> None:
+    """Keep the command line as typed, for the runs it starts (jobs in other processes inherit it)."""
+    os.environ[COMMAND_ENV] = shlex.join([PROGRAM, *args])
+
+
+def typed_command() -> tuple[str, list[str]] | None:
+    """The command line as typed and its overrides (`key=value` arguments), when `hyrax-run` started us."""
+    typed = os.environ.get(COMMAND_ENV)
+    if not typed:
+        return None
+    words = shlex.split(typed)[1:]
+    return typed, [w for w in words if "=" in w and not w.startswith("-")]
 
 
 def command_line(overrides: Sequence[str], multirun: bool = False) -> str:

@@ -208,6 +208,14 @@ def test_unknown_format_and_missing_onnx_packages(monkeypatch):
     assert "pip install 'hyrax-runner[onnx]'" in failed.value.fix
 
 
+def test_export_settings_with_another_verb_are_refused_not_ignored(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    h = Hyrax(overrides=["mlflow.enabled=false", "export.tolerance=1e-6"])
+    with pytest.raises(HyraxError, match="only verb=export reads the export settings") as failed:
+        h.train()
+    assert failed.value.key == "export.tolerance" and "verb=export" in failed.value.fix
+
+
 @pytest.mark.slow
 def test_hyrax_run_export_end_to_end(trained, workdir):
     h, run_dir = trained(*MLP)

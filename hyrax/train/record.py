@@ -13,7 +13,7 @@ from typing import Any
 
 from hyrax import tags
 from hyrax.run_names import single_run_name
-from hyrax.run_notes import PROGRAM, command_line, objective_words, result_words, run_note
+from hyrax.run_notes import PROGRAM, command_line, objective_words, result_words, run_note, typed_command
 from hyrax.search.trial import current_trial_number
 from hyrax.tracking import flatten
 
@@ -46,14 +46,28 @@ def _lookup(config: Mapping[str, Any], key: str) -> Any:
     return node
 
 
+def _typed(config: Mapping[str, Any]) -> tuple[str, list[str]] | None:
+    """A single run's command line as the user typed it (a sweep's job is described by its own
+    overrides, which re-run it alone)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if config["mlflow"].get("parent_run_id") or not HydraConfig.initialized():
+        return None
+    return typed_command()
+
+
 def run_name(config: Mapping[str, Any], overrides: Sequence[str]) -> str:
     """`mlflow.run_name` when set (a sweep sets its children's), else `<model> <overrides> <time>`."""
-    return config["mlflow"]["run_name"] or single_run_name(config, overrides)
+    typed = _typed(config)
+    return config["mlflow"]["run_name"] or single_run_name(config, typed[1] if typed else overrides)
 
 
 def _command(config: Mapping[str, Any], overrides: Sequence[str]) -> str:
     from hydra.core.hydra_config import HydraConfig
 
+    typed = _typed(config)
+    if typed is not None:
+        return typed[0]
     if HydraConfig.initialized() or config["mlflow"].get("parent_run_id"):
         return command_line(overrides)
     return f"Hyrax(...) in Python, with {' '.join(overrides) or 'the defaults'}"
