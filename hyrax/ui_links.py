@@ -12,6 +12,8 @@ from hyrax.redact import redact
 from hyrax.tracking import is_server
 
 LOCAL_UI = "http://127.0.0.1:5000"
+# The UI opens in its GenAI view unless told otherwise; runs belong to its model-training view.
+TRAINING_VIEW = "?workflowType=machine_learning"
 
 
 def ui_base(uri: str) -> str:
@@ -26,12 +28,12 @@ def run_path(experiment_id: str, run_id: str) -> str:
 
 def run_url(uri: str, experiment_id: str, run_id: str) -> str:
     """The run's page in the MLflow UI."""
-    return f"{ui_base(uri)}/{run_path(experiment_id, run_id)}"
+    return f"{ui_base(uri)}/{run_path(experiment_id, run_id)}{TRAINING_VIEW}"
 
 
 def runs_page_url(uri: str, experiment_id: str) -> str:
     """The experiment's runs page (its table of runs), not the experiment's overview."""
-    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs"
+    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs{TRAINING_VIEW}"
 
 
 def ui_command(uri: str) -> str | None:

@@ -132,7 +132,7 @@ def test_a_single_run_reads_well_and_records_where_it_came_from(tmp_path: Path) 
     # the log ends with where to look
     tail = proc.stdout.strip().splitlines()[-3:]  # Hydra logs to stdout
     assert f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" in tail[0]
-    assert tail[1].endswith(f"#/experiments/{run.info.experiment_id}/runs")
+    assert tail[1].endswith(f"#/experiments/{run.info.experiment_id}/runs?workflowType=machine_learning")
     assert "mlflow ui --backend-store-uri sqlite:///" in tail[2]
     # TensorBoard holds the same metrics
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
