@@ -44,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hyrax.compat.overrides import override_key
+from hyrax.compat.overrides import override_key, render
 from hyrax.config import COMPONENT_GROUPS, PRIMARY_CONFIG, HyraxConfig, config_dirs
 from hyrax.errors import HyraxError
 from hyrax.redact import MASK
@@ -346,27 +346,3 @@ def _literal_keys(value: Any) -> bool:
     if isinstance(value, list):
         return all(_literal_keys(v) for v in value)
     return True
-
-
-def render(value: Any) -> str:
-    """A value in Hydra's override grammar that composes back to exactly that value: `null`, `true`,
-    `3`, `1e-05`, `nan`, `-inf`, `'text'` (always quoted: `'1'` stays a string), `[...]`, `{k:v}`."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
-    if isinstance(value, dict):
-        if not _literal_keys(value):
-            raise ValueError(f"keys of {value!r} cannot be written in a {{k:v}} value")
-        return "{" + ",".join(f"{k}:{render(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(render(v) for v in value) + "]"
-    # Quoted: a quote is escaped, and so are the backslashes right before a quote or the end.
-    text = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, str(value)).replace("'", "\\'")
-    return f"'{text}'"
