@@ -220,8 +220,7 @@ def sweep_provenance(launch_dir: Path) -> dict[str, str]:
 def log_environment(client: Any, run_id: str, launch_dir: Path, sweep_dir: Path) -> None:
     """The installed packages (once per sweep: its children leave them out) and any uncommitted
     changes, as artifacts of the parent run."""
-    from hyrax.provenance import environment_files
-    from hyrax.train.record import ENVIRONMENT_DIR
+    from hyrax.provenance import ENVIRONMENT_DIR, environment_files
 
     for path in environment_files(launch_dir, sweep_dir / ENVIRONMENT_DIR, with_requirements=True):
         client.log_artifact(run_id, str(path))

@@ -37,6 +37,7 @@ MAX_UNTRACKED_NAMES = 500
 _GIT_ENV = {"GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0"}  # never take index.lock, never prompt
 # What Hyrax itself writes into the launch directory: untracked, these do not make a checkout dirty.
 HYRAX_OUTPUTS = ("runs", "multiruns", "outputs", "mlartifacts", ".hyrax")
+ENVIRONMENT_DIR = "environment"  # where a run (or sweep) directory keeps requirements.txt, git_diff.patch
 HYRAX_STORE = "mlflow.db"  # the default store, with its lock, journal and WAL files beside it
 
 

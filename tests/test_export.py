@@ -19,8 +19,8 @@ from torch import nn
 from hyrax import Hyrax
 from hyrax.api import as_plain, run_verb
 from hyrax.errors import HyraxError
-from hyrax.train import checkpoint
-from hyrax.train.export import ExportResult, check_onnx, export_checkpoint
+from hyrax.train import checkpoint, verbs
+from hyrax.train.export import ExportResult, check_onnx
 
 SMALL = ("data_set.n_samples=300", "train.batch_size=32")
 MLP = (*SMALL, "model.dropout=0.3")  # dropout: the export must run the model in eval mode
@@ -199,12 +199,12 @@ def test_unknown_format_and_missing_onnx_packages(monkeypatch):
     config.update(ckpt_path="nowhere")  # never read: both are reported before the checkpoint
     config["export"]["format"] = "tflite"
     with pytest.raises(HyraxError, match="unknown export format 'tflite'") as failed:
-        export_checkpoint(config)
+        verbs.export(config, Path("."))
     assert failed.value.key == "export.format" and "onnx" in failed.value.fix
     config["export"]["format"] = "onnx"
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # importing it now fails
     with pytest.raises(HyraxError, match="'onnxruntime' package") as failed:
-        export_checkpoint(config)
+        verbs.export(config, Path("."))
     assert "pip install 'hyrax-runner[onnx]'" in failed.value.fix
 
 

@@ -63,16 +63,12 @@ class ExportResult:
         )
 
 
-def export_checkpoint(config: Mapping[str, Any]) -> ExportResult:
-    """Export the model of `ckpt_path` as `export.format` and check the file against torch."""
-    from hyrax.train.verbs import trained_model
-
-    settings = export_settings(config)
-    require_onnx()
-    data, model, _ = trained_model(config, config.get("ckpt_path"))
-    path = output_path(settings, checkpoint.find(config["ckpt_path"]))
+def export_model(model: Any, sample_batch: Any, settings: Mapping[str, Any], source: Path) -> ExportResult:
+    """Export a trained model (the weights of checkpoint `source`) as `settings["format"]`, next to the
+    checkpoint unless `settings["path"]` says where, and check the file against torch."""
+    path = output_path(settings, source)
     model = model.cpu().eval()
-    args = forward_args(model, to_cpu(data.sample_batch))
+    args = forward_args(model, to_cpu(sample_batch))
     write_onnx(model, args, path, settings["opset"])
     result = check_onnx(path, model, args, settings["tolerance"])
     if settings["opset"] and result.opset != settings["opset"]:

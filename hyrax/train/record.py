@@ -21,7 +21,6 @@ log = logging.getLogger("hyrax")
 # The config sections that are the experiment: MLflow parameters are these, flattened.
 PARAM_SECTIONS = ("model", "data_set", "criterion", "optimizer", "scheduler", "train")
 CONFIG_FILES = ("config.yaml", "overrides.yaml")
-ENVIRONMENT_DIR = "environment"  # requirements.txt and git_diff.patch, in the run (or sweep) directory
 
 
 def experiment_params(config: Mapping[str, Any]) -> dict[str, str]:
@@ -144,7 +143,7 @@ def _words(value: Any) -> str:
 def log_start_files(tracker: Any, config: Mapping[str, Any], run_dir: Path, launch_dir: Path) -> None:
     """The run's config files (under `config/`), its uncommitted changes when there are any, and the
     installed packages (a sweep's child leaves those to its parent), as artifacts."""
-    from hyrax.provenance import environment_files
+    from hyrax.provenance import ENVIRONMENT_DIR, environment_files
 
     for name in CONFIG_FILES:
         for candidate in (run_dir / ".hydra" / name, run_dir / name):

@@ -113,9 +113,12 @@ def infer(config: Mapping[str, Any], run_dir: Path) -> InferenceResult:
 
 def export(config: Mapping[str, Any], run_dir: Path) -> Any:
     """A checkpoint's model as an ONNX file, checked against torch; returns an `ExportResult`."""
-    from hyrax.train.export import export_checkpoint
+    from hyrax.train.export import export_model, export_settings, require_onnx
 
-    result = export_checkpoint(config)
+    settings = export_settings(config)  # a bad setting or missing package: before any weights load
+    require_onnx()
+    data, model, _ = trained_model(config, config.get("ckpt_path"))
+    result = export_model(model, data.sample_batch, settings, checkpoint.find(config["ckpt_path"]))
     print(result.summary())
     return result
 
