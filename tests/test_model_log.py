@@ -165,3 +165,33 @@ def test_a_model_neither_traceable_nor_picklable_fails_with_both_reasons(client)
     assert failed.value.key == "mlflow.log_model" and "pickled" in failed.value.message
     [logged] = client.search_logged_models(experiment_ids=[client.experiment_id])
     assert logged.status.to_proto() == 3  # FAILED
+
+
+@pytest.mark.slow
+def test_a_training_run_logs_and_registers_its_best_checkpoint(store, tmp_path):
+    from hyraxtest import ok, run_hyrax
+
+    from hyrax import tags
+    from hyrax.train import checkpoint
+
+    name = f"clf-{uuid.uuid4().hex[:8]}"
+    args = ["data_set.n_samples=240", "train.epochs=2", f"mlflow.register_model={name}", *store.overrides]
+    ok(run_hyrax(args, tmp_path))
+    (run,) = store.runs()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{store.root}/mlflow.db")
+    (version,) = client.search_model_versions(f"name='{name}'")
+    assert version.run_id == run.info.run_id and int(version.version) == 1
+    h = Hyrax(overrides=["data_set.n_samples=240", "mlflow.enabled=false"])
+    data, model = assemble(as_plain(h.config), pick_device("cpu"))
+    best = checkpoint.checkpoint_dir(tmp_path / run.data.tags[tags.RUN_DIR]) / checkpoint.BEST
+    model.load_state_dict(checkpoint.load(best)["model"])
+    x = inputs_and_labels(data.sample_batch)[0]
+    mlflow.set_tracking_uri(f"sqlite:///{store.root}/mlflow.db")
+    try:
+        for uri in (f"runs:/{run.info.run_id}/model", f"models:/{name}/1"):
+            loaded = mlflow.pytorch.load_model(uri)
+            assert torch.allclose(predict(loaded, x), predict(model.eval(), x), atol=1e-6), uri
+    finally:
+        mlflow.set_tracking_uri(None)

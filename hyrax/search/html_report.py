@@ -20,6 +20,12 @@ REPORT_FILE = "report.html"
 MIN_TRIALS_FOR_IMPORTANCE = 4
 
 
+def target_names(metric: str, count: int) -> list[str]:
+    """The names of a multi-objective study's values: `metric` lists them as `a, b`."""
+    names = [name.strip() for name in metric.split(",")]
+    return names if len(names) == count else [f"{metric} {i}" for i in range(count)]
+
+
 def write_report(study: Any, path: Path, metric: str, title: str | None = None) -> Path | None:
     """Write the study's plots into one HTML page at `path`; None when there is nothing to plot."""
     try:
@@ -36,7 +42,7 @@ def _figures(study: Any, metric: str) -> dict[str, Callable[[], Any]]:
 
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if len(study.directions) > 1:
-        names = [f"{metric} {i}" for i in range(len(study.directions))]
+        names = target_names(metric, len(study.directions))
         return {"Pareto front": lambda: vis.plot_pareto_front(study, target_names=names)}
     params = {name for t in complete for name in t.params}
     wanted: dict[str, Callable[[], Any]] = {

@@ -61,6 +61,8 @@ def _write_plots(study: optuna.Study, out_dir: Path, metric: str) -> list[Path]:
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as vis
 
+    from hyrax.search.html_report import target_names
+
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
@@ -69,7 +71,7 @@ def _write_plots(study: optuna.Study, out_dir: Path, metric: str) -> list[Path]:
     wanted: dict[str, Callable[[], Any]] = {}
     if len(study.directions) > 1:
         if len(study.directions) in (2, 3):
-            names = [f"{metric} {i}" for i in range(len(study.directions))]
+            names = target_names(metric, len(study.directions))
             wanted["pareto_front"] = lambda: vis.plot_pareto_front(study, target_names=names)
         else:
             log.info("No Pareto front plot for %d objectives (2 or 3 only).", len(study.directions))
