@@ -136,8 +136,8 @@ class MultirunTracking(Callback):
             tags.KIND: tags.KIND_SWEEP,
             tags.SWEEPER: str(config.hydra.sweeper.get("_target_", "")),
             tags.LAUNCHER: str(config.hydra.launcher.get("_target_", "")),
-            tags.COMMAND: clip_tag(redact(command)),
-            tags.NOTE: f"**Command:** `{redact(command)}`\n\nRunning: the table of trials comes at the end.",
+            tags.COMMAND: clip_tag(command),
+            tags.NOTE: f"**Command:** `{command}`\n\nRunning: the table of trials comes at the end.",
             tags.OBJECTIVE_METRIC: str(config.train.objective.metric),
             tags.OBJECTIVE_DIRECTION: str(config.train.objective.direction),
             **sweep_provenance(launch_dir),
@@ -199,14 +199,14 @@ class MultirunTracking(Callback):
 
 
 def sweep_command(config: DictConfig) -> tuple[str, list[str]]:
-    """The sweep's command line as typed, and its overrides (as Hydra has them when not typed)."""
+    """The sweep's command line as typed, and its overrides (as Hydra has them when not typed), with any
+    password masked."""
     from hyrax.run_notes import command_line, typed_command
 
     typed = typed_command()
-    if typed is not None:
-        return typed
-    overrides = list(config.hydra.overrides.task)
-    return command_line(overrides, multirun=True), overrides
+    command, overrides = typed if typed is not None else (None, list(config.hydra.overrides.task))
+    command = command or command_line(overrides, multirun=True)
+    return redact(command), [redact(o) for o in overrides]
 
 
 def sweep_provenance(launch_dir: Path) -> dict[str, str]:

@@ -273,7 +273,7 @@ def changed_packages(recorded: str, now: str | None = None) -> list[str]:
 
 def environment_files(project_dir: Path, folder: Path, with_requirements: bool = True) -> list[Path]:
     """Write the run's environment files into `folder`: `requirements.txt` (when asked) and, when the
-    project has uncommitted changes, `git_diff.patch`; returns the files written."""
+    project has uncommitted changes, `git_diff.patch` (secrets masked); returns the files written."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     if with_requirements:
@@ -283,6 +283,6 @@ def environment_files(project_dir: Path, folder: Path, with_requirements: bool =
     state = git_state(project_dir)
     if state is not None and state.dirty:
         path = folder / tags.GIT_DIFF_FILE
-        path.write_text(git_diff(state))
+        path.write_text(redact(git_diff(state)))  # a password in a changed file stays out of MLflow
         written.append(path)
     return written
