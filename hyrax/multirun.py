@@ -145,7 +145,7 @@ class MultirunTracking(Callback):
         name = sweep_run_name(sweep_label(config), typed)
         run_id = self.client.create_run(experiment, run_name=name, tags=parent_tags).info.run_id
         log_params(self.client, run_id, sweep_params(config, overrides))
-        log_environment(self.client, run_id, launch_dir, sweep_dir)
+        log_environment(self.client, run_id, launch_dir)
         return run_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -217,13 +217,16 @@ def sweep_provenance(launch_dir: Path) -> dict[str, str]:
     return source_tags(launch_dir, [PROGRAM])
 
 
-def log_environment(client: Any, run_id: str, launch_dir: Path, sweep_dir: Path) -> None:
+def log_environment(client: Any, run_id: str, launch_dir: Path) -> None:
     """The installed packages (once per sweep: its children leave them out) and any uncommitted
-    changes, as artifacts of the parent run."""
-    from hyrax.provenance import ENVIRONMENT_DIR, environment_files
+    changes, as artifacts of the parent run (not kept in the sweep dir, whose folders are its jobs)."""
+    import tempfile
 
-    for path in environment_files(launch_dir, sweep_dir / ENVIRONMENT_DIR, with_requirements=True):
-        client.log_artifact(run_id, str(path))
+    from hyrax.provenance import environment_files
+
+    with tempfile.TemporaryDirectory(prefix="hyrax-sweep-env-") as folder:
+        for path in environment_files(launch_dir, Path(folder), with_requirements=True):
+            client.log_artifact(run_id, str(path))
 
 
 def sweep_results(sweep_dir: Path) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Property test: a wrong value for any key of any shipped config is one clear error, and costs nothing.
 
 For every key of every option shipped in conf/ (model, data_set, criterion, optimizer, scheduler) and
-of the typed sections (train, general, data_loader, mlflow, verb, ckpt_path), Hypothesis generates
-values that are wrong for it: the wrong type, a number out of range, a name that does not exist. Each
-goes through the real `hyrax-run` entry point (in this process, for speed) in a fresh directory, and
+of the typed sections (train, general, data_loader, mlflow, export, verb, ckpt_path, from_run),
+Hypothesis generates values that are wrong for it: the wrong type, a number out of range, a name that
+does not exist. Each goes through the real `hyrax-run` entry point (in this process, for speed) in a
+fresh directory, and
 must end with exit code 2, an "Error in <key>" message, no traceback, and nothing written but the
 record of a FAILED run: no checkpoint, no predictions, no MLflow run in any other state.
 """
@@ -38,6 +39,8 @@ EXAMPLES_PER_KEY = 4
 NAMES = {
     "verb",
     "ckpt_path",
+    "from_run",
+    "export.format",
     "train.device",
     "train.resume",
     "train.data_sample",
@@ -63,10 +66,12 @@ FREE_TEXT = {
     "mlflow.run_name",
     "mlflow.tracking_uri",
     "mlflow.parent_run_id",
+    "mlflow.register_model",
+    "export.path",
 }
 # Set by the sweeper for its jobs, not by users.
 INTERNAL_SECTIONS = {"trial"}
-SECTIONS = ("train", "general", "data_loader", "mlflow")
+SECTIONS = ("train", "general", "data_loader", "mlflow", "export")
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,7 @@ CASES = shipped_cases()
 
 def test_the_catalogue_covers_every_shipped_group_and_section() -> None:
     groups = {c.key.split(".")[0] for c in CASES}
-    assert groups == {*COMPONENT_GROUPS, *SECTIONS, "verb", "ckpt_path"}
+    assert groups == {*COMPONENT_GROUPS, *SECTIONS, "verb", "ckpt_path", "from_run", "from_run_allow_drift"}
     assert len(CASES) > 60, len(CASES)
 
 
@@ -221,13 +226,19 @@ def run_in_process(cwd: Path, args: list[str]) -> tuple[int, str]:
 
 
 def assert_nothing_kept(root: Path) -> None:
-    """Only the record of a failed attempt: Hydra's config and log, the MLflow store with FAILED runs."""
+    """Only the record of a failed attempt: Hydra's config and log, the MLflow store with FAILED runs and
+    what they record from the start (their config, the installed packages, TensorBoard's event files)."""
     kept = [p for p in root.rglob("*") if p.is_file()]
     record = ("hyrax_run.json",)  # the MLflow run id of the failed run, beside Hydra's config and log
+    started = {"environment", "tensorboard", "mlartifacts"}  # a run's record from its start
     allowed = [
         p
         for p in kept
-        if p.name.startswith("mlflow.db") or ".hydra" in p.parts or p.suffix == ".log" or p.name in record
+        if p.name.startswith("mlflow.db")
+        or ".hydra" in p.parts
+        or p.suffix == ".log"
+        or p.name in record
+        or started & set(p.relative_to(root).parts)
     ]
     assert sorted(set(kept) - set(allowed)) == [], f"files written: {sorted(set(kept) - set(allowed))}"
     if (root / "mlflow.db").is_file():
