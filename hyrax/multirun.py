@@ -89,23 +89,24 @@ class MultirunTracking(Callback):
         launch_dir = Path(config.hydra.runtime.cwd)
         uri = tracking_uri(config.mlflow.tracking_uri, launch_dir)
         self.client = client_for(uri)
-        run_id = self._reopened(sweep_dir) or self._new_parent(config, sweep_dir, uri, launch_dir)
         from hyrax.run_names import fixed_keys
         from hyrax.run_notes import objective_words
         from hyrax.sweep_record import sweep_label
 
+        run_id = self._reopened(sweep_dir) or self._new_parent(config, sweep_dir, uri, launch_dir)
+        run = self.client.get_run(run_id).info
         objective = config.train.objective
         self.info = {
             "run_id": run_id,
             "tracking_uri": uri,
-            "experiment_id": self.client.get_run(run_id).info.experiment_id,
+            "experiment_id": run.experiment_id,
             "experiment": config.mlflow.experiment,
             "direction": str(objective.direction),
             "metric": objective.metric if isinstance(objective.metric, str) else ", ".join(objective.metric),
             "objective": objective_words(objective.metric, objective.direction),
             "sweep_dir": str(sweep_dir),
             "label": sweep_label(config),
-            "name": self.client.get_run(run_id).info.run_name,
+            "name": run.run_name,
             "fixed_keys": fixed_keys(list(config.hydra.overrides.task)),
             "command": sweep_command(config)[0],
         }
