@@ -9,6 +9,7 @@ server is contacted once up front: one that does not answer is an error within
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 import urllib.error
@@ -23,6 +24,7 @@ from hyrax.locks import sqlite_lock
 from hyrax.redact import redact
 from hyrax.tags import EXPERIMENT_KIND, EXPERIMENT_KIND_TRAINING, MAX_PARAM_LENGTH, MAX_PARAMS_PER_BATCH
 
+log = logging.getLogger("hyrax")
 URI_ENV = "MLFLOW_TRACKING_URI"
 SUPPRESS_LINKS_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 FIRST_CONTACT_S = 5.0  # the first request to a tracking server fails within this (plus start-up)
@@ -103,7 +105,10 @@ def ensure_experiment(client: Any, name: str, uri: str, launch_dir: Path) -> str
     else:
         experiment_id = found.experiment_id
     if found is None or EXPERIMENT_KIND not in found.tags:  # a kind the user chose stays
-        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, EXPERIMENT_KIND_TRAINING)
+        try:
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, EXPERIMENT_KIND_TRAINING)
+        except Exception as err:  # processes starting together set it at once: one of them wins
+            log.debug("experiment %s: %s not set here (%s)", name, EXPERIMENT_KIND, err)
     return experiment_id
 
 
