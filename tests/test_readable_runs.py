@@ -224,3 +224,12 @@ def test_an_optuna_parent_records_its_search_space_sampler_and_named_trials(tmp_
     assert METRIC_AXIS in _read_artifact(tmp_path, parent.info.run_id, REPORT_FILE)
     assert sum(c.data.tags.get(tags.BEST) == "true" for c in children) == 1
     assert "best.optimizer.lr" in params
+
+
+def test_the_step_loss_is_a_moving_average_that_starts_at_the_first_loss_and_carries_on() -> None:
+    from hyrax.train.loop import Loop, LoopState
+
+    loop = Loop(None, {}, None, {}, Path("."), None, {}, False)  # type: ignore[arg-type]
+    assert [loop._moving_average(v, 3) for v in (4.0, 2.0, 2.0)] == [4.0, 3.0, 2.5]  # weight 2/(3+1)
+    resumed = Loop(None, {}, None, {}, Path("."), None, {}, False, state=LoopState(**vars(loop.state)))  # type: ignore[arg-type]
+    assert resumed._moving_average(2.0, 3) == 2.25  # a checkpoint's state continues the average
