@@ -85,11 +85,24 @@ def started(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_as_from_a_shell,
         )
     try:
         yield proc
     finally:
         stop(proc)
+
+
+def _as_from_a_shell() -> None:
+    """In the child, before it runs: Ctrl-C and SIGTERM as a shell leaves them (default, unblocked).
+
+    A child inherits an ignored signal and the blocked-signal mask of the thread that starts it, and the
+    test process runs libraries (loky, torch's compile workers) that ignore or block SIGINT for a
+    while; a run started then would never see the Ctrl-C a test sends it.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def stop(proc: subprocess.Popen, grace: float = 30) -> None:
