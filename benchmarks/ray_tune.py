@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_overhead import print_load
+from sweep_overhead import print_load, timed
 
 TRAINING = ["train.epochs=1", "data_set.n_samples=64", "train.progress=false"]
 LR_LOW, LR_HIGH = 1e-4, 1e-1
@@ -190,15 +190,7 @@ def run_hyrax(workdir: Path, trials: int, concurrency: int, launcher: str) -> tu
         f"mlflow.tracking_uri={uri}",
         *TRAINING,
     ]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
-    start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(
-            f"hyrax-run failed ({done.returncode}): {' '.join(cmd)}\n"
-            f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-        )
+    wall = timed(cmd, workdir)
     info: dict[str, Any] = {}
     results = sweep_dir / "optimization_results.yaml"
     if results.is_file():
