@@ -74,6 +74,14 @@ class TrainConfig:
     compile: bool = False
     tensorboard: bool = True  # write every metric as TensorBoard event files in <run dir>/tensorboard/
     data_sample: str = "item"  # what models get as data_sample: one item (item) or a batch of one (batch)
+    precision: str = "32"  # 32 | bf16-mixed | 16-mixed (autocast; fp16 gets a gradient scaler on CUDA)
+    accumulate_grad_batches: int = 1  # optimizer step every N batches (the default step; models may read it)
+    data_on_device: str = "auto"  # auto | true | false: move an in-memory data set to the device once
+    devices: int = 1  # DDP ranks this job starts on this machine (one GPU each on CUDA, gloo on CPU)
+    # Debugging (the debug=fast|overfit|profile presets set these):
+    limit_batches: int | None = None  # at most this many batches of every split per epoch
+    overfit_batches: int = 0  # train on the first N train batches again and again; fail if the loss stays up
+    profile: bool = False  # a torch.profiler trace of the first steps, logged as an artifact
 
 
 @dataclass

@@ -19,7 +19,7 @@ from hyrax.errors import HyraxError
 from hyrax.models.contract import TEST_NAMES
 from hyrax.tracker import NullTracker, Tracker
 from hyrax.tracking import tracking_uri
-from hyrax.train import checkpoint, record
+from hyrax.train import checkpoint, debug, lightning_run, record
 from hyrax.train.components import assemble, pick_device, seed_everything
 from hyrax.train.evaluate import evaluate
 from hyrax.train.loop import Loop
@@ -215,8 +215,11 @@ def _train(
 ) -> TrainResult:
     train_cfg = config["train"]
     seed_everything(train_cfg["seed"], train_cfg["deterministic"])
+    if lightning_run.wants_lightning(config):
+        return lightning_run.train(config, run_dir, launch_dir, tracker, resumed, on_epoch_end, given, watch)
     device = pick_device(train_cfg["device"])
     data, model = assemble(config, device, given)
+    data.batches = debug.wrap(train_cfg, data.batches)
     if train_cfg["compile"]:
         model = torch.compile(model)  # type: ignore[assignment]
     run_id = tracker.run_id
@@ -240,7 +243,9 @@ def _train(
     )
     if resumed is not None:
         loop.restore(resumed)
-    state = watch.state = loop.fit()
+    with debug.profiling(train_cfg, run_dir, tracker, data.batches):
+        state = watch.state = loop.fit()
+    debug.check_overfit(train_cfg, state)
     metrics = dict(state.best_metrics) or {}
     metrics.update(_final_test(loop, data.batches["test"], run_dir, device))
     value = objective(config, metrics)
