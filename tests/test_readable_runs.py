@@ -227,9 +227,24 @@ def test_an_optuna_parent_records_its_search_space_sampler_and_named_trials(tmp_
 
 
 def test_the_step_loss_is_a_moving_average_that_starts_at_the_first_loss_and_carries_on() -> None:
-    from hyrax.train.loop import Loop, LoopState
+    import torch
 
-    loop = Loop(None, {}, None, {}, Path("."), None, {}, False)  # type: ignore[arg-type]
-    assert [loop._moving_average(v, 3) for v in (4.0, 2.0, 2.0)] == [4.0, 3.0, 2.5]  # weight 2/(3+1)
-    resumed = Loop(None, {}, None, {}, Path("."), None, {}, False, state=LoopState(**vars(loop.state)))  # type: ignore[arg-type]
-    assert resumed._moving_average(2.0, 3) == 2.25  # a checkpoint's state continues the average
+    from hyrax.errors import NonFiniteLossError
+    from hyrax.train.distributed import SINGLE
+    from hyrax.train.steps import LossMeter
+
+    meter = LossMeter(SINGLE, 3)
+    averages = []
+    for step, value in enumerate((4.0, 2.0, 2.0), start=1):
+        meter.add(torch.tensor(value), {}, step)
+        averages.append(meter.read(0))
+    assert averages == [4.0, 3.0, 2.5]  # weight 2/(3+1)
+    resumed = LossMeter(SINGLE, 3, meter.average)  # a checkpoint's state continues the average
+    resumed.add(torch.tensor(2.0), {}, 4)
+    assert resumed.read(0) == 2.25
+    # losses wait on the device until read; the read finds the first bad step among them
+    late = LossMeter(SINGLE, 3)
+    for step, value in enumerate((1.0, float("nan"), 1.0), start=7):
+        late.add(torch.tensor(value), {}, step)
+    with pytest.raises(NonFiniteLossError, match="became nan at epoch 2, step 8"):
+        late.read(1)

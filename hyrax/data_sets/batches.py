@@ -63,21 +63,30 @@ class _Positions(torch.utils.data.Dataset):
 
 
 class _IterableSplit(IterableDataset):
-    """The items of an iterable data set that fall in one split."""
+    """The items of an iterable data set that fall in one split (with several ranks, every
+    `world`-th of them starting at `rank`)."""
 
-    def __init__(self, dataset: Any, split: str, fractions: dict[str, float], seed: int) -> None:
+    def __init__(
+        self, dataset: Any, split: str, fractions: dict[str, float], seed: int, rank: int = 0, world: int = 1
+    ) -> None:
         self.dataset, self.split, self.fractions, self.seed = dataset, split, fractions, seed
+        self.rank, self.world = rank, world
 
     def __iter__(self) -> Iterator[Any]:
+        taken = 0
         for position, item in enumerate(self.dataset):
             if self.split == "all" or split_of_position(position, self.fractions, self.seed) == self.split:
-                yield position, item
+                if taken % self.world == self.rank:
+                    yield position, item
+                taken += 1
 
 
 class Batches:
     """Model-ready batches of one split; iterate once per epoch.
 
-    `items` is what to read: the data set itself, or its getter view (`items.GetterItems`).
+    `items` is what to read: the data set itself, or its getter view (`items.GetterItems`). With
+    several ranks (`shard`), each global batch of `batch_size × world` items is dealt out among
+    the ranks, so an epoch gives every item of the split to exactly one rank.
     """
 
     def __init__(
@@ -96,34 +105,64 @@ class Batches:
         collate_fn: str | None = None,
     ) -> None:
         self.batch_size, self.shuffle, self.convert, self.seed = batch_size, shuffle, convert, seed
-        self.items = items
+        self.items, self.indices, self.nan = items, indices, nan
+        self.num_workers, self.iterable_split, self.collate_fn = num_workers, iterable_split, collate_fn
         self.generator = torch.Generator().manual_seed(seed)
+        self.rank, self.world, self.pin_memory = 0, 1, False
         self.tensors = None
         self.empty = (indices is not None and len(indices) == 0) or (
             iterable_split is not None
             and iterable_split[0] != "all"
             and iterable_split[1].get(iterable_split[0], 0.0) <= 0
         )
-        if fast and collate_fn is None and isinstance(items, InMemoryDataset):
-            index = torch.as_tensor(indices)
-            x = apply_nan_mode(items.x[index], *nan)
-            self.tensors = (x, None if items.y is None else items.y[index])
-            self.size = len(index)
-            return
-        source = (
-            _Positions(items, indices)
-            if iterable_split is None
-            else _IterableSplit(items, iterable_split[0], iterable_split[1], seed)
-        )
         self.size = len(indices) if indices is not None else None
-        self.loader = DataLoader(
+        if fast and collate_fn is None and isinstance(items, InMemoryDataset):
+            # The whole data set's tensors and this split's positions: no copy of the split.
+            self.tensors = (items.x, items.y)
+            self.index = torch.as_tensor(indices, dtype=torch.long)
+            return
+        self.loader = self._loader()
+
+    def shard(self, rank: int, world: int) -> None:
+        """Read only rank `rank`'s share of every global batch from now on."""
+        self.rank, self.world = rank, world
+        if self.tensors is None:
+            self.loader = self._loader()
+
+    def place(self, device: torch.device, on_device: bool, moved: dict[int, torch.Tensor]) -> None:
+        """Move an in-memory split's tensors to `device` once (`on_device`; `moved` holds what other
+        splits of the same data set moved already), or pin loader batches so GPU copies do not wait."""
+        if self.tensors is not None and on_device:
+            self.tensors = tuple(_moved(t, device, moved) for t in self.tensors)
+            self.index = self.index.to(device)
+        elif self.tensors is None and device.type == "cuda":
+            self.pin_memory = True
+            self.loader = self._loader()
+
+    def steps_per_rank(self) -> int | None:
+        """How many batches each rank steps through per epoch (None when the size is unknown)."""
+        if self.size is None:
+            return None
+        return math.ceil(self.size / (self.batch_size * self.world))
+
+    def _loader(self) -> DataLoader:
+        if self.iterable_split is None:
+            source: Any = _Positions(self.items, self.indices)
+            sampler = _RankShare(
+                self.size, self.batch_size, self.rank, self.world, self.shuffle, self.generator
+            )
+        else:
+            split, fractions = self.iterable_split
+            source = _IterableSplit(self.items, split, fractions, self.seed, self.rank, self.world)
+            sampler = None
+        return DataLoader(
             source,
-            batch_size=batch_size,
-            collate_fn=collate_function(_owner(items), collate_fn),
-            shuffle=shuffle and iterable_split is None,
-            generator=self.generator,
-            num_workers=num_workers,
-            persistent_workers=num_workers > 0,
+            batch_size=self.batch_size,
+            collate_fn=collate_function(_owner(self.items), self.collate_fn),
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
         )
 
     def __len__(self) -> int:
@@ -141,15 +180,53 @@ class Batches:
 
     def _tensor_batches(self) -> Iterator[Any]:
         x, y = self.tensors
-        n, bs = self.size, self.batch_size
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator)
-            for start in range(0, n, bs):
-                idx = order[start : start + bs]
-                yield x[idx] if y is None else (x[idx], y[idx])
-        else:
-            for start in range(0, n, bs):
-                yield x[start : start + bs] if y is None else (x[start : start + bs], y[start : start + bs])
+        order = rank_order(self.size, self.batch_size, self.rank, self.world, self.shuffle, self.generator)
+        positions = self.index[order.to(self.index.device)]
+        for start in range(0, len(positions), self.batch_size):
+            idx = positions[start : start + self.batch_size]
+            inputs = apply_nan_mode(x[idx], *self.nan)
+            yield inputs if y is None else (inputs, y[idx])
+
+
+def rank_order(
+    n: int, batch_size: int, rank: int, world: int, shuffle: bool, generator: torch.Generator
+) -> torch.Tensor:
+    """The positions (0..n-1) rank `rank` reads in one epoch: the epoch's order (shuffled by
+    `generator`, the same on every rank) cut into global batches of `batch_size × world`, of which
+    this rank takes every `world`-th item starting at `rank`."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if world == 1:
+        return order
+    step = batch_size * world
+    parts = [order[start + rank : start + step : world] for start in range(0, n, step)]
+    return torch.cat(parts) if parts else order[:0]
+
+
+class _RankShare(torch.utils.data.Sampler):
+    """A DataLoader's sampler over one rank's share of a split (see `rank_order`)."""
+
+    def __init__(
+        self, n: int, batch_size: int, rank: int, world: int, shuffle: bool, generator: torch.Generator
+    ) -> None:
+        self.args = (n, batch_size, rank, world, shuffle, generator)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(rank_order(*self.args).tolist())
+
+    def __len__(self) -> int:
+        n, batch_size, rank, world = self.args[:4]
+        return sum(
+            len(range(s + rank, min(s + batch_size * world, n), world))
+            for s in range(0, n, batch_size * world)
+        )
+
+
+def _moved(tensor: torch.Tensor | None, device: torch.device, moved: dict[int, torch.Tensor]) -> Any:
+    if tensor is None:
+        return None
+    if id(tensor) not in moved:
+        moved[id(tensor)] = tensor.to(device)
+    return moved[id(tensor)]
 
 
 def _owner(items: Any) -> Any:

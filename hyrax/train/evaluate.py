@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -40,35 +41,57 @@ def evaluate(
     batches: Iterable[Any],
     device: torch.device,
     step_names: tuple[str, ...] = VALIDATE_NAMES,
+    ranks: Any = None,
+    autocast: Any = None,
 ) -> dict[str, float]:
     """Mean metrics over `batches`: the model's own step's results (`validate_step`/`validate_batch`,
-    or the test spellings for the test split), else loss and, for class labels, accuracy."""
+    or the test spellings for the test split), else loss and, for class labels, accuracy.
+
+    Sums stay on the device until the end; with several ranks (`ranks`, a
+    `hyrax.train.distributed.Ranks`) each evaluates its shard and the means are over all of them."""
     model.eval()
     validate_step = find_method(model, step_names)
-    totals: dict[str, float] = {}
+    totals: dict[str, Any] = {}
     count = 0
     for batch in batches:
         batch = to_device(batch, device)
-        metrics = _step_metrics(model, batch, validate_step)
+        with autocast() if autocast is not None else contextlib.nullcontext():
+            metrics = _step_metrics(model, batch, validate_step)
         n = batch_length(batch)
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + value * n
         count += n
     model.train()
-    return {k: v / count for k, v in totals.items()} if count else {}
+    sums = {k: _scalar(v) for k, v in totals.items()}
+    if ranks is not None and ranks.many:
+        from hyrax.train.distributed import gather
+
+        shares = gather((sums, count))
+        count = sum(c for _, c in shares)
+        sums = {
+            k: sum(s.get(k, 0.0) for s, _ in shares) for k in dict.fromkeys(k for s, _ in shares for k in s)
+        }
+    return {k: v / count for k, v in sums.items()} if count else {}
 
 
-def _step_metrics(model: nn.Module, batch: Any, validate_step: Any) -> dict[str, float]:
+def _step_metrics(model: nn.Module, batch: Any, validate_step: Any) -> dict[str, Any]:
     if validate_step is not None:
-        return {k: _scalar(v) for k, v in validate_step(batch).items()}
+        return {k: _on_device(v) for k, v in validate_step(batch).items()}
     y = inputs_and_labels(batch)[1]
     if y is None or getattr(model, "criterion", None) is None or not default_metrics_apply(model):
         return {}
     output = forward(model, batch)
-    metrics = {"loss": float(model.criterion(output, y))}
+    metrics = {"loss": model.criterion(output, y).detach().float()}
     if is_classification(output, y):
-        metrics["accuracy"] = float((output.argmax(dim=-1) == y).float().mean())
+        metrics["accuracy"] = (output.argmax(dim=-1) == y).float().mean()
     return metrics
+
+
+def _on_device(value: Any) -> Any:
+    """A step's value as a scalar, left on the device when it is a tensor."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().float().mean()
+    return _scalar(value)
 
 
 def _scalar(value: Any) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -14,10 +13,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from hyrax.errors import HyraxError, NonFiniteLossError
-from hyrax.models.contract import TRAIN_STEP_NAMES, batch_length, find_method, inputs_and_labels, loss_value
-from hyrax.train import checkpoint
+from hyrax.errors import HyraxError
+from hyrax.models.contract import batch_length
+from hyrax.train import checkpoint, distributed
+from hyrax.train.distributed import SINGLE, Ranks
 from hyrax.train.evaluate import evaluate, to_device
+from hyrax.train.precision import Precision
+from hyrax.train.steps import LossMeter, Stepper
 
 log = logging.getLogger("hyrax")
 
@@ -49,20 +51,41 @@ class Loop:
     progress: bool
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None
     state: LoopState = field(default_factory=LoopState)
+    precision: Precision | None = None  # float32 when None
+    ranks: Ranks = SINGLE
+
+    def __post_init__(self) -> None:
+        self.precision = self.precision or Precision("32", self.device.type, None)
+        self.stepper = Stepper(
+            self.model,
+            self.precision,
+            self.train_cfg.get("accumulate_grad_batches", 1),
+            self.train_cfg["grad_clip"],
+            self.ranks,
+        )
 
     def fit(self) -> LoopState:
-        """Train until `train.epochs`, early stopping, or the trial is pruned; returns the final state."""
+        """Train until `train.epochs`, early stopping, or the trial is pruned; returns the final state.
+
+        With several ranks every rank runs this; their metrics are reduced first, so every rank
+        judges early stopping alike, and rank 0's word on pruning reaches the others."""
         monitor, mode = None, "min"
+        if self.ranks.many:
+            distributed.broadcast_module(self.model)
         for epoch in range(self.state.epoch, self.train_cfg["epochs"]):
             self.batches["train"].set_epoch(epoch)
             metrics = self._train_epoch(epoch)
+            if self.ranks.many:
+                distributed.broadcast_module(self.model, buffers_only=True)
             if not self.batches["validate"].empty:
-                metrics.update(
-                    {
-                        f"val/{k}": v
-                        for k, v in evaluate(self.model, self.batches["validate"], self.device).items()
-                    }
+                measured = evaluate(
+                    self.model,
+                    self.batches["validate"],
+                    self.device,
+                    ranks=self.ranks,
+                    autocast=self._autocast,
                 )
+                metrics.update({f"val/{k}": v for k, v in measured.items()})
             if monitor is None:
                 monitor, mode = self._monitor(metrics)
                 self._check_objective(metrics)
@@ -71,14 +94,37 @@ class Loop:
             self.state.epoch = epoch + 1
             self.tracker.log_metrics({**metrics, "epoch": epoch + 1}, self.state.step)
             self.tracker.flush()
-            self._save_checkpoints(improved)
-            log.info("epoch %d/%d  %s", epoch + 1, self.train_cfg["epochs"], _fmt(metrics))
-            if self.on_epoch_end is not None:
-                self.on_epoch_end(epoch, metrics)
+            if self.ranks.main:
+                self._save_checkpoints(improved)
+                log.info("epoch %d/%d  %s", epoch + 1, self.train_cfg["epochs"], _fmt(metrics))
+            self._end_of_epoch(epoch, metrics)
             if self._should_stop():
                 log.info("early stopping: %s has not improved for %d epochs", monitor, self.state.bad_epochs)
                 break
         return self.state
+
+    def _autocast(self) -> Any:
+        return self.precision.autocast()
+
+    def _end_of_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Rank 0 tells the sweeper (which may prune the trial); other ranks learn what it decided."""
+        if not self.ranks.many:
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch, metrics)
+            return
+        if not self.ranks.main:
+            decision = distributed.from_main()
+            if decision is not None:
+                why = "its trial was pruned" if decision == "TrialPruned" else f"it raised {decision}"
+                raise StoppedByMain(f"rank 0 stopped the run after epoch {epoch + 1} ({why})")
+            return
+        try:
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch, metrics)
+        except BaseException as err:
+            distributed.from_main(type(err).__name__)
+            raise
+        distributed.from_main(None)
 
     def _monitor(self, metrics: dict[str, float]) -> tuple[str, str]:
         """What best checkpoints and early stopping judge: `train.early_stopping.monitor`, or train/loss
@@ -119,84 +165,40 @@ class Loop:
                 )
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        model, cfg = self.model, self.train_cfg
-        train_step = find_method(model, TRAIN_STEP_NAMES)
+        cfg, batches = self.train_cfg, self.batches["train"]
         every = cfg["log_every_n_steps"]
-        total, count, samples = 0.0, 0, 0
-        extras: dict[str, float] = {}
+        meter = LossMeter(self.ranks, every, self.state.loss_average)
+        samples = 0
         started = time.perf_counter()
+        steps = distributed.aligned(batches, batches.steps_per_rank(), self.ranks)
         bar = tqdm(
-            self.batches["train"],
-            desc=f"epoch {epoch + 1}",
-            disable=not self.progress,
-            leave=False,
-            dynamic_ncols=True,
+            steps, desc=f"epoch {epoch + 1}", disable=not self.progress, leave=False, dynamic_ncols=True
         )
-        model.train()
+        self.model.train()
         for batch in bar:
-            batch = to_device(batch, self.device)
-            if train_step is None:
-                loss = self._default_step(batch)
-            else:
-                result = train_step(batch)
-                loss = loss_value(result, model)
-                for key, value in result.items():
-                    if key != "loss":
-                        extras[key] = float(
-                            value.detach().float().mean() if torch.is_tensor(value) else value
-                        )
-            value = float(loss)
-            if not math.isfinite(value):
-                raise NonFiniteLossError(
-                    f"the training loss became {value} at epoch {epoch + 1}, step {self.state.step + 1}",
-                    key="optimizer.lr",
-                    fix="lower optimizer.lr, set train.grad_clip, or check the data "
-                    "for NaNs (data_set.nan_mode=zero); checkpoints so far are kept",
-                )
+            batch = None if batch is None else to_device(batch, self.device)
+            loss, extras = self.stepper.step(batch)
             self.state.step += 1
-            samples += batch_length(batch)
-            total, count = total + value, count + 1
-            average = self._moving_average(value, every)
+            samples += 0 if batch is None else batch_length(batch)
+            meter.add(loss, extras, self.state.step)
             if self.state.step % every == 0:
-                self.tracker.log_metrics(
-                    {"train/loss_step": average, **{f"train/{k}": v for k, v in extras.items()}},
-                    self.state.step,
-                )
-                bar.set_postfix(loss=f"{average:.4g}", refresh=False)
+                average = meter.read(epoch)
+                if average is not None:
+                    extra = {f"train/{k}": v for k, v in meter.extra_values().items()}
+                    self.tracker.log_metrics({"train/loss_step": average, **extra}, self.state.step)
+                    bar.set_postfix(loss=f"{average:.4g}", refresh=False)
+        self.stepper.finish_epoch()
+        meter.read(epoch)
+        self.state.loss_average = meter.average
         seconds = time.perf_counter() - started
+        total_samples = sum(distributed.gather(samples)) if self.ranks.many else samples
+        optimizer = self.model.optimizer
         return {
-            "train/loss": total / max(count, 1),
-            "samples_per_s": samples / max(seconds, 1e-9),
-            "lr": model.optimizer.param_groups[0]["lr"] if model.optimizer is not None else 0.0,
-            **{f"train/{k}": v for k, v in extras.items()},
+            "train/loss": meter.epoch_mean(),
+            "samples_per_s": total_samples / max(seconds, 1e-9),
+            "lr": optimizer.param_groups[0]["lr"] if optimizer is not None else 0.0,
+            **{f"train/{k}": v for k, v in meter.extra_values().items()},
         }
-
-    def _moving_average(self, value: float, span: int) -> float:
-        """The loss's exponential moving average over about the last `span` steps, across epochs (it
-        starts at the first loss, so early values are not pulled towards zero)."""
-        previous = self.state.loss_average
-        weight = 2.0 / (span + 1)
-        self.state.loss_average = value if previous is None else previous + weight * (value - previous)
-        return self.state.loss_average
-
-    def _default_step(self, batch: Any) -> torch.Tensor:
-        model = self.model
-        x, y = inputs_and_labels(batch)
-        if y is None:
-            from hyrax.errors import HyraxError
-
-            raise HyraxError(
-                "the data set has no labels, so the default training step cannot compute a loss",
-                key="model",
-                fix=f"define train_step(batch) on {type(model).__qualname__}, or use a labeled data set",
-            )
-        loss = model.criterion(model(x), y)
-        model.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.train_cfg["grad_clip"]:
-            nn.utils.clip_grad_norm_(model.parameters(), self.train_cfg["grad_clip"])
-        model.optimizer.step()
-        return loss.detach()
 
     def _step_scheduler(self, monitored: float | None) -> None:
         scheduler = getattr(self.model, "scheduler", None)
@@ -291,6 +293,10 @@ class Loop:
                 for group, lr in zip(optimizer.param_groups, closed_form(), strict=True):
                     group["lr"] = lr
             log.info("resuming with the configured %s", ", ".join(dict.fromkeys(changed)))
+
+
+class StoppedByMain(Exception):
+    """Raised on ranks other than 0 when rank 0 ends the run early (a pruned trial, an error)."""
 
 
 def _settings(node: Any) -> dict[str, Any]:
