@@ -97,11 +97,15 @@ def run(cfg: DictConfig) -> Any:
         from hyrax.multirun import attach_job
 
         attach_job(config, Path(hydra_cfg.sweep.dir), task_overrides, int(hydra_cfg.job.num))
+    from hyrax.train.distributed import slurm_ranks
+
+    ranks = slurm_ranks()
+    other_rank = ranks is not None and not ranks.main  # a Slurm task that is not rank 0 reports nothing
     result = run_verb(
         config,
         Path(hydra_cfg.runtime.output_dir),
         Path(hydra_cfg.runtime.cwd),
-        epoch_reporter(config),
+        None if other_rank else epoch_reporter(config),
         given_keys(task_overrides),
     )
     return getattr(result, "objective", result)  # a sweeper optimises the objective

@@ -25,6 +25,7 @@ MODEL = "hyrax.model"
 DATA_SET = "hyrax.data_set"
 RUN_DIR = "hyrax.run_dir"
 ERROR = "hyrax.error"  # why a run FAILED: the error's type and message
+RANKS = "hyrax.ranks"  # how many data-parallel ranks trained the run (train.devices, or Slurm tasks)
 COMMAND = "hyrax.command"  # the command line that started the run (or its sweep)
 OBJECTIVE_METRIC = "hyrax.objective.metric"  # what the run returns to a sweeper ...
 OBJECTIVE_DIRECTION = "hyrax.objective.direction"  # ... and whether lower or higher is better

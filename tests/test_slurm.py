@@ -252,6 +252,42 @@ def test_grid_on_slurm_is_one_parent_with_a_child_per_job(slurm, run_env, tmp_pa
     assert "Submitit 'slurm' sweep output dir" in proc.stderr + proc.stdout
 
 
+def test_two_slurm_tasks_train_one_job_data_parallel(slurm, run_env, tmp_path):
+    # hydra.launcher.tasks_per_node=2: one Slurm job of two tasks, each a rank (gloo on the CPU),
+    # meeting on the job's node; rank 0 alone tracks, so the sweep has one child run.
+    out = tmp_path / "notes"
+    out.mkdir()
+    env = {**run_env, "HYRAX_TEST_OUT": str(out)}
+    ok(
+        run_hyrax(
+            [
+                "-m",
+                *SLURM,
+                *SMALL,
+                "hydra.launcher.tasks_per_node=2",
+                "model=ddppkg.WeightNet",
+                "data_set.n_samples=800",
+                "train.epochs=2",
+                "optimizer.lr=0.01",
+                "mlflow.system_metrics=false",
+            ],
+            tmp_path,
+            env,
+            240,
+        ),
+        tmp_path,
+    )
+    [parent], [child] = parent_and_children(mlflow_runs(tmp_path))
+    assert child.info.status == "FINISHED" and child.data.tags["hyrax.ranks"] == "2"
+    assert parent.info.status == "FINISHED"
+    rank0, rank1 = ((out / f"weights_rank{r}.txt").read_text().split() for r in (0, 1))
+    assert rank0 and rank0 == rank1  # the same weights at every evaluation on both ranks
+    [task] = task_ids(tmp_path)
+    assert sacct_states([task], run_env) == {task: "COMPLETED"}
+    [log0] = tmp_path.rglob(f".submitit/{task}/{task}_0_log.out")
+    assert (log0.parent / f"{task}_1_log.out").is_file()  # submitit ran two tasks
+
+
 def test_gpu_request_and_setup_lines_reach_the_job(slurm, run_env, tmp_path):
     # The test node declares one GPU as a GRES over a stand-in device: a job asking for it gets
     # CUDA_VISIBLE_DEVICES from Slurm, and the preset's setup lines run before the job.

@@ -19,10 +19,12 @@ from hyrax.errors import HyraxError
 from hyrax.models.contract import TEST_NAMES
 from hyrax.tracker import NullTracker, Tracker
 from hyrax.tracking import tracking_uri
-from hyrax.train import checkpoint, debug, lightning_run, record
+from hyrax.train import checkpoint, ddp, debug, distributed, lightning_run, placement, record
 from hyrax.train.components import assemble, pick_device, seed_everything
+from hyrax.train.distributed import SINGLE, Ranks
 from hyrax.train.evaluate import evaluate
-from hyrax.train.loop import Loop
+from hyrax.train.loop import Loop, StoppedByMain
+from hyrax.train.precision import make_precision
 
 log = logging.getLogger("hyrax")
 RUN_INFO = "hyrax_run.json"
@@ -108,6 +110,10 @@ def train(
     `given` lists the config keys the user set (see `hyrax.train.components.check_all_used`).
     """
     config["train"]["resume"] = requeued_resume(config["train"]["resume"])
+    slurm = distributed.slurm_ranks()
+    if slurm is not None and not slurm.main:  # one task of a Slurm step: rank 0 tracks and reports
+        train_rank(config, run_dir, slurm, distributed.slurm_rendezvous(), given)
+        return TrainResult(float("nan"), None, run_dir)  # type: ignore[arg-type]
     run_dir, resumed = resolve_resume(config, run_dir)
     tracker = make_tracker(config, launch_dir)
     tracker.unsent_dir = run_dir
@@ -218,36 +224,54 @@ def _train(
     if lightning_run.wants_lightning(config):
         return lightning_run.train(config, run_dir, launch_dir, tracker, resumed, on_epoch_end, given, watch)
     device = pick_device(train_cfg["device"])
-    data, model = assemble(config, device, given)
-    data.batches = debug.wrap(train_cfg, data.batches)
-    if train_cfg["compile"]:
-        model = torch.compile(model)  # type: ignore[assignment]
+    ranks, team = _join_ranks(config, run_dir, given, device)
+    try:
+        return _train_main(config, run_dir, launch_dir, tracker, resumed, on_epoch_end, given, watch, ranks)
+    except RuntimeError as err:
+        failed = team.failed() if team is not None else []
+        if failed:
+            rank, code = failed[0]
+            raise RuntimeError(
+                f"rank {rank} of this data-parallel job failed (exit code {code}); its error "
+                "is in the log above"
+            ) from err
+        raise
+    finally:
+        distributed.stop()
+        if team is not None:
+            team.stop()
+
+
+def _train_main(
+    config: dict[str, Any],
+    run_dir: Path,
+    launch_dir: Path,
+    tracker: Tracker,
+    resumed: dict[str, Any] | None,
+    on_epoch_end: Any,
+    given: Sequence[str],
+    watch: Watchers,
+    ranks: Ranks,
+) -> TrainResult:
+    train_cfg = config["train"]
     run_id = tracker.run_id
+    progress = train_cfg["progress"] if train_cfg["progress"] is not None else sys.stderr.isatty()
+    loop, data = _build_loop(config, run_dir, tracker, ranks, given, progress, on_epoch_end)
+    model = loop.model
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_INFO).write_text(json.dumps({"mlflow_run_id": run_id}))
     record.log_start_files(tracker, config, run_dir, launch_dir)
     record.log_data_set(tracker, config, data)
+    tracker.set_tags({tags.RANKS: str(ranks.world)})
     watch.start(run_id)
     log.info("training %s in %s", type(model).__qualname__, run_dir.resolve())
-    progress = train_cfg["progress"] if train_cfg["progress"] is not None else sys.stderr.isatty()
-    loop = Loop(
-        model=model,
-        batches=data.batches,
-        device=device,
-        train_cfg=train_cfg,
-        run_dir=run_dir,
-        tracker=tracker,
-        extra_state={"config": config, "mlflow_run_id": run_id},
-        progress=progress,
-        on_epoch_end=on_epoch_end,
-    )
     if resumed is not None:
         loop.restore(resumed)
     with debug.profiling(train_cfg, run_dir, tracker, data.batches):
         state = watch.state = loop.fit()
     debug.check_overfit(train_cfg, state)
     metrics = dict(state.best_metrics) or {}
-    metrics.update(_final_test(loop, data.batches["test"], run_dir, device))
+    metrics.update(_final_test(loop, data.batches["test"], run_dir))
     value = objective(config, metrics)
     values = [value] if isinstance(value, float) else value
     named = (
@@ -261,7 +285,101 @@ def _train(
     return TrainResult(value, model, run_dir)
 
 
-def _final_test(loop: Loop, batches: Any, run_dir: Path, device: torch.device) -> dict[str, float]:
+def _build_loop(
+    config: dict[str, Any],
+    run_dir: Path,
+    tracker: Tracker,
+    ranks: Ranks,
+    given: Sequence[str],
+    progress: bool,
+    on_epoch_end: Any,
+) -> tuple[Loop, Any]:
+    """The model, its data (this rank's shard, where `train.data_on_device` puts it) and the loop."""
+    train_cfg = config["train"]
+    device = rank_device(pick_device(train_cfg["device"]), ranks)
+    precision = make_precision(train_cfg["precision"], device)
+    data, model = assemble(config, device, given)
+    data.batches = debug.wrap(train_cfg, data.batches)
+    for batches in data.batches.values():
+        batches.shard(ranks.rank, ranks.world)
+    placement.place(data.batches, device, train_cfg["data_on_device"])
+    if train_cfg["compile"]:
+        model = torch.compile(model)  # type: ignore[assignment]
+    loop = Loop(
+        model=model,
+        batches=data.batches,
+        device=device,
+        train_cfg=train_cfg,
+        run_dir=run_dir,
+        tracker=tracker,
+        extra_state={"config": config, "mlflow_run_id": tracker.run_id},
+        progress=progress and ranks.main,
+        on_epoch_end=on_epoch_end if ranks.main else None,
+        precision=precision,
+        ranks=ranks,
+    )
+    return loop, data
+
+
+def _join_ranks(
+    config: dict[str, Any], run_dir: Path, given: Sequence[str], device: torch.device
+) -> tuple[Ranks, ddp.LocalRanks | None]:
+    """This process's rank: rank 0 of a Slurm step's tasks, or of `train.devices` ranks it starts
+    here, or the only one; the process group is joined when there are several."""
+    count = config["train"]["devices"]
+    slurm = distributed.slurm_ranks()
+    if slurm is not None:
+        if count > 1:
+            raise HyraxError(
+                f"train.devices={count} inside a Slurm step of {slurm.world} tasks: each task is a rank",
+                key="train.devices",
+                fix="use train.devices=1 with hydra.launcher.tasks_per_node=N (and nodes=M)",
+            )
+        distributed.start(slurm, rank_device(device, slurm), *distributed.slurm_rendezvous())
+        return slurm, None
+    ddp.check_devices(count, device.type)
+    if count == 1:
+        return SINGLE, None
+    port = ddp.free_port()
+    team = ddp.LocalRanks.start(config, run_dir, given, count, port)
+    ranks = Ranks(0, count, 0)
+    distributed.start(ranks, rank_device(device, ranks), ddp.ADDRESS, port)
+    return ranks, team
+
+
+def rank_device(device: torch.device, ranks: Ranks) -> torch.device:
+    """A rank's device: its own GPU (by local rank) on CUDA, else `device`."""
+    if device.type == "cuda" and ranks.many:
+        return torch.device("cuda", ranks.local_rank)
+    return device
+
+
+def train_rank(
+    config: dict[str, Any],
+    run_dir: Path,
+    ranks: Ranks,
+    rendezvous: tuple[str, int],
+    given: Sequence[str] = (),
+) -> None:
+    """A rank other than 0: the same model and data, its own shard, the same steps; no tracking and no
+    files. It stops when rank 0 says so (a pruned trial)."""
+    train_cfg = config["train"]
+    seed_everything(train_cfg["seed"], train_cfg["deterministic"])
+    run_dir, resumed = resolve_resume(config, run_dir)
+    distributed.start(ranks, rank_device(pick_device(train_cfg["device"]), ranks), *rendezvous)
+    try:
+        loop, data = _build_loop(config, run_dir, NullTracker(), ranks, given, False, None)
+        if resumed is not None:
+            loop.restore(resumed)
+        loop.fit()
+        _final_test(loop, data.batches["test"], run_dir)
+    except StoppedByMain as stopped:
+        log.warning("rank %d: %s", ranks.rank, stopped)
+    finally:
+        distributed.stop()
+
+
+def _final_test(loop: Loop, batches: Any, run_dir: Path) -> dict[str, float]:
     """Test-split metrics of the best checkpoint (or the final weights when there is none)."""
     if batches.empty:
         return {}
@@ -269,8 +387,11 @@ def _final_test(loop: Loop, batches: Any, run_dir: Path, device: torch.device) -
     if best.is_file():
         loop.model.load_state_dict(checkpoint.load(best)["model"])
         log.info("testing the best checkpoint %s", best)
-    metrics = {f"test/{k}": v for k, v in evaluate(loop.model, batches, device, TEST_NAMES).items()}
-    if metrics:
+    measured = evaluate(
+        loop.model, batches, loop.device, TEST_NAMES, ranks=loop.ranks, autocast=loop._autocast
+    )
+    metrics = {f"test/{k}": v for k, v in measured.items()}
+    if metrics and loop.ranks.main:
         log.info("test  %s", "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return metrics
 
