@@ -7,12 +7,15 @@ this page is read straight from the config folders and the schema instead.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import textwrap
 
 from hyrax.config import (
     COMPONENT_GROUPS,
     DataLoaderConfig,
     GeneralConfig,
     TrainConfig,
+    config_dirs,
     config_names,
     sweep_names,
 )
@@ -50,13 +53,32 @@ def _fields(cls: type, prefix: str) -> list[str]:
     return lines
 
 
+def _debug_presets() -> list[str]:
+    """Each `debug=` preset with its description: the first paragraph of its file's header comment
+    (after `# @package`), the user's conf/debug/ winning as in Hydra's search path."""
+    lines = []
+    for name in config_names("debug"):
+        path = next(p for d in config_dirs("conf") if (p := d / "debug" / f"{name}.yaml").is_file())
+        header = [ln.lstrip("#").strip() for ln in path.read_text().splitlines() if ln.startswith("#")]
+        paragraph = " ".join(itertools.takewhile(bool, (h for h in header if "@package" not in h)))
+        about = paragraph.removeprefix(f"debug={name}:").strip()
+        lines += textwrap.wrap(
+            f"debug={name}: {about}", width=100, initial_indent="  ", subsequent_indent="    "
+        )
+    return lines
+
+
 def help_text() -> str:
     """The text `hyrax-run --help` prints."""
     groups = "\n".join(f"  {g}: {', '.join(config_names(g))}" for g in COMPONENT_GROUPS)
     return (
-        f"{USAGE}\nConfig groups (group=option):\n{groups}\n  sweep: {', '.join(sweep_names()) or '-'}\n\n"
+        f"{USAGE}\nConfig groups (group=option):\n{groups}\n  sweep: {', '.join(sweep_names()) or '-'}\n"
+        f"  debug: {', '.join(config_names('debug')) or '-'}\n\n"
         f"Train settings (defaults):\n"
         + "\n".join(_fields(TrainConfig, "train."))
+        + "\n\nDebugging presets (train.limit_batches, overfit_batches and profile work alone too;\n"
+        "  a debug run is tagged hyrax.debug in MLflow):\n"
+        + "\n".join(_debug_presets())
         + "\n\nHyrax's sections (defaults):\n"
         + "\n".join(_fields(GeneralConfig, "general.") + _fields(DataLoaderConfig, "data_loader."))
         + "\n\nTracking: mlflow.tracking_uri, mlflow.experiment, mlflow.enabled, mlflow.outage_wait_s.\n"

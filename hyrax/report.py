@@ -94,6 +94,10 @@ def _fix_for(text: str, key: str | None) -> str:
     if "could not be converted" in text or "Value '" in text:
         return f"give {key} a value of the type its schema expects (see `hyrax-run --cfg job`)"
     if "Could not find" in text:
+        from hyrax.config import COMPONENT_GROUPS
+
+        if key and key.split("/")[0] not in COMPONENT_GROUPS:  # debug=, sweep=: presets, not classes
+            return "pick one of the available options listed above"
         return "pick one of the available options listed above, or a dotted class path"
     return "correct the override; `hyrax-run --cfg job` prints the whole composed config"
 

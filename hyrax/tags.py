@@ -30,6 +30,7 @@ COMMAND = "hyrax.command"  # the command line that started the run (or its sweep
 OBJECTIVE_METRIC = "hyrax.objective.metric"  # what the run returns to a sweeper ...
 OBJECTIVE_DIRECTION = "hyrax.objective.direction"  # ... and whether lower or higher is better
 FROM_RUN = "hyrax.from_run"  # the run this one re-ran or forked (from_run=<id>)
+DEBUG = "hyrax.debug"  # a debug run (debug=fast|overfit|profile, train.limit_batches, ...): what it changed
 
 # Provenance of every run (and of a sweep's parent): the user's project and the environment.
 GIT_DIRTY = "hyrax.git.dirty"  # "true" when the project had uncommitted changes (diff: GIT_DIFF_FILE)

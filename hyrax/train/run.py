@@ -269,7 +269,7 @@ def _train_main(
         loop.restore(resumed)
     with debug.profiling(train_cfg, run_dir, tracker, data.batches):
         state = watch.state = loop.fit()
-    debug.check_overfit(train_cfg, state)
+    debug.check_overfit(train_cfg, state, tracker)
     metrics = dict(state.best_metrics) or {}
     metrics.update(_final_test(loop, data.batches["test"], run_dir))
     value = objective(config, metrics)
@@ -299,7 +299,7 @@ def _build_loop(
     device = rank_device(pick_device(train_cfg["device"]), ranks)
     precision = make_precision(train_cfg["precision"], device)
     data, model = assemble(config, device, given)
-    data.batches = debug.wrap(train_cfg, data.batches)
+    data.batches = debug.wrap(train_cfg, data.batches, tracker)
     for batches in data.batches.values():
         batches.shard(ranks.rank, ranks.world)
     placement.place(data.batches, device, train_cfg["data_on_device"])
