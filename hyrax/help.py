@@ -32,6 +32,10 @@ Usage:
   hyrax-run from_run=RUN_ID [key=value ...]   re-run a recorded run's exact config (forked by the
                                               overrides given)
   hyrax-run verb=prepare                      describe the data set and its splits
+  hyrax-run train.devices=N                   data-parallel on N ranks here (gloo on CPUs, a GPU each);
+                                              on Slurm: hydra.launcher.tasks_per_node=N
+  hyrax-run train.precision=bf16-mixed        autocast (16-mixed: fp16 + gradient scaling, GPUs only);
+                                              train.accumulate_grad_batches=K steps every K batches
   hyrax-run --config-file hyrax_config.toml   a Hyrax config file (also -c FILE; ./hyrax_config.toml is
                                               read when present), the command line winning over it
 

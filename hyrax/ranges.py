@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hyrax.errors import HyraxError
+from hyrax.train import placement, precision
 
 SPLIT_KEYS = ("train", "validate", "test")
 MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
@@ -58,6 +59,10 @@ RULES = (
     Rule("train.seed", _whole(0, MAX_SEED), f"a whole number from 0 to {MAX_SEED}", "42"),
     Rule("train.grad_clip", _positive_number, "a number above 0 (null: no clipping)", "1.0", optional=True),
     Rule("train.log_every_n_steps", _whole(1), "a whole number of at least 1", "50"),
+    Rule("train.accumulate_grad_batches", _whole(1), "a whole number of at least 1", "1"),
+    Rule("train.devices", _whole(1), "a whole number of ranks, at least 1", "2"),
+    Rule("train.precision", precision.known, "32, bf16-mixed or 16-mixed", "bf16-mixed"),
+    Rule("train.data_on_device", placement.known, "auto, true or false", "auto"),
     Rule(
         "train.early_stopping.patience",
         _whole(0),

@@ -147,7 +147,7 @@ def test_data_on_device_true_needs_an_in_memory_data_set():
         h.train()
     assert err.value.key == "train.data_on_device"
     h = Hyrax(overrides=["train.data_on_device=sometimes", "train.epochs=1", *QUIET])
-    with pytest.raises(HyraxError, match="'sometimes' is not one of auto, true, false"):
+    with pytest.raises(HyraxError, match="train.data_on_device must be auto, true or false, not 'sometimes'"):
         h.train()
     trained = Hyrax(overrides=["train.data_on_device=true", "train.epochs=1", *QUIET])
     assert trained.train() is not None  # in memory on the CPU: already where training reads it

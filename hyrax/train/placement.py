@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from hyrax.errors import HyraxError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("hyrax")
 CHOICES = ("auto", "true", "false")
 FREE_SHARE = 0.5  # `auto` moves data that takes at most this share of the device's free memory
+
+
+def known(value: Any) -> bool:
+    """Whether `value` is one of `CHOICES` (Hydra may hand over a bool)."""
+    return str(value).strip().lower() in CHOICES
 
 
 def choice(value: Any) -> str:
@@ -51,6 +57,8 @@ def place(batches: Mapping[str, Any], device: torch.device, setting: Any) -> boo
 
 def _fits(in_memory: list[Any], device: torch.device) -> bool:
     """Whether the data takes at most `FREE_SHARE` of the device's free memory."""
+    import torch
+
     tensors = {id(t): t for b in in_memory for t in b.tensors if t is not None}
     size = sum(t.numel() * t.element_size() for t in tensors.values())
     if device.type == "cuda":

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from hyrax.errors import HyraxError
+
+if TYPE_CHECKING:
+    import torch
 
 CHOICES = ("32", "bf16-mixed", "16-mixed")
 ALIASES = {"32-true": "32", "32.0": "32", "bf16": "bf16-mixed", "16": "16-mixed"}
@@ -26,9 +27,17 @@ class Precision:
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The context forward passes run in."""
+        import torch
+
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+def known(value: Any) -> bool:
+    """Whether `value` names a precision (Lightning's short names "bf16", "16", 32 included)."""
+    name = str(value).strip().lower()
+    return ALIASES.get(name, name) in CHOICES
 
 
 def normalise(value: Any) -> str:
@@ -46,6 +55,8 @@ def normalise(value: Any) -> str:
 
 def make_precision(value: Any, device: torch.device) -> Precision:
     """The `Precision` for `train.precision` on `device`; an error when the device cannot do it."""
+    import torch
+
     name = normalise(value)
     kind = device.type
     if name == "32":
