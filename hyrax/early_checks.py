@@ -35,14 +35,17 @@ class EarlyChecks(Callback):
 
 
 def check_run(config: DictConfig) -> None:
-    """The checks a run's settings pass before it starts: ranges, and each component's values against
-    its constructor's parameters."""
+    """The checks a run's settings pass before it starts: ranges, each component's values against its
+    constructor's parameters, and the settings a LightningModule is not run with."""
     from hyrax.config import COMPONENT_GROUPS, plain
     from hyrax.ranges import check_ranges
     from hyrax.train.components import check_components
+    from hyrax.train.lightning_run import check_lightning
 
     check_ranges(config)
-    check_components({g: plain(config[g]) for g in COMPONENT_GROUPS})
+    components = {g: plain(config[g]) for g in COMPONENT_GROUPS}
+    check_components(components)
+    check_lightning({**components, "train": plain(config.train)})
 
 
 def _gate(checks: Callable[[], None]) -> None:

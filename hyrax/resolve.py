@@ -76,6 +76,10 @@ def import_dotted(path: str) -> Any:
         except ModuleNotFoundError as err:
             if err.name and module_name.startswith(err.name):
                 continue  # this prefix is not a module; try a shorter one
+            if (err.name or "").split(".")[0] in ("pytorch_lightning", "lightning"):
+                from hyrax.train.lightning_parts import missing_lightning
+
+                raise missing_lightning(f"{path} (it imports {err.name})") from None
             raise  # the user's module exists but imports something missing: show that
         try:
             for attr in parts[split:]:

@@ -22,6 +22,8 @@ from hyrax.errors import HyraxError
 
 CHECKPOINT_DIR = "checkpoints"
 LAST, BEST = "last.pt", "best.pt"
+# What Lightning's Trainer writes for a LightningModule (see hyrax.train.lightning_run).
+LIGHTNING = {LAST: "last.ckpt", BEST: "best.ckpt"}
 STATE_KEYS = ("model", "loop")  # what every checkpoint of ours has
 
 
@@ -104,9 +106,25 @@ def load(path: Path, key: str = "ckpt_path") -> dict[str, Any]:
         raise _unreadable(path, key, err) from err
     except (OSError, RuntimeError, EOFError, KeyError, ValueError) as err:
         raise _unreadable(path, key, err) from err
+    if path.suffix == ".ckpt" and isinstance(state, dict) and "state_dict" in state:
+        state = _from_lightning(state, path)
     if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
         raise _unreadable(path, key, "it is not a checkpoint written by hyrax-run (no model and loop state)")
     return state
+
+
+def _from_lightning(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint in the shape of ours: its weights as `model`, the epochs it finished as
+    `loop`, the MLflow run Hyrax recorded in it, and where it is (`lightning_ckpt`) for the Trainer."""
+    hyrax = state.get("hyrax") or {}
+    done = hyrax.get("epochs_done", int(state.get("epoch", -1)) + 1)
+    return {
+        **state,
+        "model": state["state_dict"],
+        "loop": {"epoch": done},
+        "mlflow_run_id": hyrax.get("mlflow_run_id"),
+        "lightning_ckpt": str(path),
+    }
 
 
 def _refused(path: Path, key: str, message: str) -> HyraxError:
@@ -153,13 +171,14 @@ def find(path_or_dir: str | Path, prefer: str = BEST, key: str = "ckpt_path") ->
     if path.is_file():
         return path
     folder = checkpoint_dir(path) if (path / CHECKPOINT_DIR).is_dir() else path
-    for name in (prefer, LAST, BEST):
+    for name in (prefer, LAST, BEST, LIGHTNING[prefer], LIGHTNING[LAST], LIGHTNING[BEST]):
         if (folder / name).is_file():
             return folder / name
     raise HyraxError(
         f"no checkpoint at '{path_or_dir}'",
         key=key,
-        fix="give a .pt file or a run directory that has checkpoints/best.pt or last.pt",
+        fix="give a .pt file or a run directory that has checkpoints/best.pt or last.pt (best.ckpt or "
+        "last.ckpt for a LightningModule)",
     )
 
 
@@ -168,8 +187,8 @@ def resume_source(resume: str, run_dir: Path) -> Path | None:
     if resume in ("none", "", None):
         return None
     if resume == "auto":
-        last = checkpoint_dir(run_dir) / LAST
-        return last if last.is_file() else None
+        found = [checkpoint_dir(run_dir) / name for name in (LAST, LIGHTNING[LAST])]
+        return next((last for last in found if last.is_file()), None)
     return find(resume, prefer=LAST, key="train.resume")
 
 
