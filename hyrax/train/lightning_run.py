@@ -374,3 +374,11 @@ def final_test(trainer: Any, L: Any, parts: Parts, best: Path) -> dict[str, floa
     if metrics:
         log.info("test  %s", "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return metrics
+
+
+def train_rank(
+    config: dict[str, Any], run_dir: Path, ranks: Any, rendezvous: tuple[str, int], given: Sequence[str]
+) -> None:
+    """A rank other than 0 of a data-parallel Lightning job (not supported yet: `check_settings`
+    refuses train.devices > 1 before any rank starts)."""
+    raise NotImplementedError("data-parallel Lightning runs are refused by check_settings")

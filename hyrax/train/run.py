@@ -321,6 +321,9 @@ def train_rank(
     files. It stops when rank 0 says so (a pruned trial)."""
     train_cfg = config["train"]
     seed_everything(train_cfg["seed"], train_cfg["deterministic"])
+    if lightning_run.wants_lightning(config):  # Lightning's strategy joins the ranks itself
+        lightning_run.train_rank(config, run_dir, ranks, rendezvous, given)
+        return
     run_dir, resumed = resolve_resume(config, run_dir)
     distributed.start(ranks, rank_device(pick_device(train_cfg["device"]), ranks), *rendezvous)
     try:
