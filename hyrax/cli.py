@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import os
 import sys
@@ -20,8 +22,22 @@ def _task(cfg: Any) -> Any:
     return run(cfg)
 
 
+def _freeze_heap_at_exit() -> None:
+    """Keep the interpreter's shutdown from scanning the whole heap again and again.
+
+    While Python tears down its modules at exit it runs full garbage collections; with torch, MLflow,
+    pandas and SQLAlchemy loaded that is ~400,000 objects each time, about 1.5-2 s of a `hyrax-run`
+    after the run has ended (and its output been written). Frozen objects are left out of those
+    collections; they are still freed as the modules go, only objects in reference cycles stay for
+    the operating system to reclaim, as Python allows for objects alive at exit.
+    """
+    gc.freeze()
+
+
 def main() -> None:
     """Entry point of the `hyrax-run` console script."""
+    # Registered first, so it runs last: after every other exit handler (logging's flush, MLflow's).
+    atexit.register(_freeze_heap_at_exit)
     if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
         from hyrax.help import help_text
 

@@ -12,9 +12,7 @@ import functools
 import logging
 import os
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,6 +47,9 @@ def is_server(uri: str) -> bool:
 
 def reach_server(uri: str, within: float = FIRST_CONTACT_S) -> None:
     """Return once the tracking server answers (any HTTP status); `HyraxError` when it does not, in time."""
+    import urllib.error  # here, not at the top: urllib.request takes ~40 ms to import, needed only here
+    import urllib.request
+
     parts = urllib.parse.urlsplit(uri)
     netloc = parts.hostname or ""
     netloc = f"[{netloc}]" if ":" in netloc else netloc

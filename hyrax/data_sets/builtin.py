@@ -63,13 +63,17 @@ def _existing(path: str, key: str) -> Path:
 
 
 def _tensors(x: np.ndarray, y: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Inputs as float32; labels as int64 when they are whole numbers, else float32."""
+    """Inputs as float32; labels as int64 when they are whole numbers, else float32.
+
+    Contiguous arrays that already have those dtypes are shared with the tensors, not copied (labels
+    read from a CSV file are a strided column of a record array: those are copied).
+    """
     xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
     if y is None:
         return xt, None
     y = np.asarray(y)
     integral = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)
-    return xt, torch.as_tensor(y.astype(np.int64 if integral else np.float32))
+    return xt, torch.as_tensor(np.ascontiguousarray(y, dtype=np.int64 if integral else np.float32))
 
 
 def _pick(arrays: Any, key: str | None, config_key: str, path: Path) -> np.ndarray | None:
