@@ -34,6 +34,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep_overhead import print_load, verdict
+
 FEATURES, HIDDEN, CLASSES, BATCH, LR = 784, 256, 10, 128, 1e-3
 TARGET_VS_HAND, TARGET_VS_FLOOR, TARGET_HELP_S = 1.0, 0.9, 0.5
 
@@ -148,10 +151,6 @@ def bench_help(exe: str, runs: int = 5) -> float:
     return statistics.median(times)
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per contender, the first a warm-up")
@@ -196,14 +195,7 @@ def main() -> None:
         f"{verdict(help_s < TARGET_HELP_S)}"
     )
     # torch's threads spin-wait for each other: other busy processes on the cores skew these numbers.
-    print(
-        f"  1-min load average {load_before:.2f} before, {load_after:.2f} after, on {os.cpu_count()} cores"
-        + (
-            "  (busy machine: numbers are noisy)"
-            if max(load_before, load_after) > 0.5 * os.cpu_count()
-            else ""
-        )
-    )
+    print_load(load_before, load_after)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep_overhead import print_load, verdict
+
 HERE = Path(__file__).resolve().parent
 FEATURES, HIDDEN, CLASSES, BATCH, SEED = 784, 256, 10, 64, 42
 TARGET_MEMORY, TARGET_WALL = 1.10, 1.03  # hyrax / hand-written
@@ -121,10 +124,6 @@ def run_one(name: str, command: list[str], store: Path, work: Path, threads: int
     return Sample(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)  # maxrss: KiB on Linux
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one round of 1 epoch on 20,000 samples")
@@ -202,14 +201,7 @@ def main() -> None:
                 median["lightning"].peak_mib / base.peak_mib,
             )
             print(f"  lightning / hand  wall {wall:5.2f}x  peak {memory:5.2f}x")
-    print(
-        f"  1-min load average {load_before:.2f} before, {load_after:.2f} after, on {os.cpu_count()} cores"
-        + (
-            "  (busy machine: numbers are noisy)"
-            if max(load_before, load_after) > 0.5 * os.cpu_count()
-            else ""
-        )
-    )
+    print_load(load_before, load_after)
 
 
 if __name__ == "__main__":
