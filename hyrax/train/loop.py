@@ -18,6 +18,7 @@ from hyrax.models.contract import batch_length
 from hyrax.train import checkpoint, distributed
 from hyrax.train.distributed import SINGLE, Ranks
 from hyrax.train.evaluate import evaluate, to_device
+from hyrax.train.objective import check_measured
 from hyrax.train.precision import Precision
 from hyrax.train.steps import LossMeter, Stepper
 
@@ -88,7 +89,7 @@ class Loop:
                 metrics.update({f"val/{k}": v for k, v in measured.items()})
             if monitor is None:
                 monitor, mode = self._monitor(metrics)
-                self._check_objective(metrics)
+                check_measured(self.train_cfg["objective"]["metric"], metrics, not self.batches["test"].empty)
             self._step_scheduler(metrics.get(monitor))
             improved = self._judge(metrics, monitor, mode)
             self.state.epoch = epoch + 1
@@ -148,21 +149,6 @@ class Loop:
                 fix="name one of the measured metrics, e.g. train.early_stopping.monitor=val/loss",
             )
         return monitor, mode
-
-    def _check_objective(self, metrics: dict[str, float]) -> None:
-        """Fail after the first epoch, not after the last, when the objective names a metric the run
-        will not measure (test/ metrics come at the end, from a test split; val/ falls back to train/)."""
-        wanted = self.train_cfg["objective"]["metric"]
-        for name in [wanted] if isinstance(wanted, str) else list(wanted):
-            later = name.startswith("test/") and not self.batches["test"].empty
-            fallback = name.startswith("val/") and "train/" + name.removeprefix("val/") in metrics
-            if name not in metrics and not later and not fallback:
-                raise HyraxError(
-                    f"objective metric '{name}' is not measured (have: {', '.join(sorted(metrics))}"
-                    f"{', and test/ metrics at the end' if not self.batches['test'].empty else ''})",
-                    key="train.objective.metric",
-                    fix="name one of the measured metrics, e.g. train.objective.metric=val/loss",
-                )
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         cfg, batches = self.train_cfg, self.batches["train"]

@@ -24,6 +24,7 @@ from hyrax.train.components import assemble, pick_device, seed_everything
 from hyrax.train.distributed import SINGLE, Ranks
 from hyrax.train.evaluate import evaluate
 from hyrax.train.loop import Loop, StoppedByMain
+from hyrax.train.objective import objective
 from hyrax.train.precision import make_precision
 from hyrax.train.watchers import Watchers
 
@@ -64,30 +65,6 @@ def resolve_resume(config: Mapping[str, Any], run_dir: Path) -> tuple[Path, dict
     owner = checkpoint.run_dir_of(source)
     log.info("resuming from %s (after epoch %d)", source, state["loop"]["epoch"])
     return owner, state
-
-
-def objective(config: Mapping[str, Any], metrics: Mapping[str, float]) -> float | list[float]:
-    """The value(s) a sweeper optimises, read from the final metrics by `train.objective.metric`."""
-    wanted = config["train"]["objective"]["metric"]
-    names = [_available(n, metrics) for n in ([wanted] if isinstance(wanted, str) else list(wanted))]
-    missing = [n for n in names if n not in metrics]
-    if missing:
-        raise HyraxError(
-            f"objective metric '{missing[0]}' was not measured (have: {', '.join(sorted(metrics))})",
-            key="train.objective.metric",
-            fix="name one of the measured metrics",
-        )
-    values = [float(metrics[n]) for n in names]
-    return values[0] if isinstance(wanted, str) else values
-
-
-def _available(name: str, metrics: Mapping[str, float]) -> str:
-    """`val/x` falls back to `train/x` when validation did not measure it, as the best checkpoint does
-    (the loop has said so in the log)."""
-    fallback = "train/" + name.removeprefix("val/")
-    if name.startswith("val/") and name not in metrics and fallback in metrics:
-        return fallback
-    return name
 
 
 @dataclass
