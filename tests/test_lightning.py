@@ -3,6 +3,7 @@ swept and pruned like Hyrax's own models (the classes are in tests/lightningpkg/
 
 from __future__ import annotations
 
+import math
 import signal
 import subprocess
 import sys
@@ -14,13 +15,16 @@ import torch
 from hyraxtest import hyrax_env, metric_history, mlflow_runs, ok, parent_and_children, run_dirs, user_error
 
 from hyrax import tags
+from hyrax.data_sets.batches import rank_order
 from hyrax.errors import HyraxError
 from hyrax.train import checkpoint
 from hyrax.train.lightning_parts import hyrax_names, lightning_package, logged_name, sigint_kept
+from hyrax.train.lightning_ranks import check_container_arguments, equal_steps
 from hyrax.train.lightning_run import check_lightning, check_settings, wants_lightning
 
 PKG = "lightningpkg"
 QUIET = ["mlflow.system_metrics=false", "train.tensorboard=false"]  # less to start in each run
+TWO = ["train.devices=2", "train.device=cpu"]  # two data-parallel ranks (Lightning's ddp, gloo)
 
 
 def _ckpt(path: Path) -> dict:
@@ -76,16 +80,38 @@ def test_settings_lightning_is_not_run_with_are_refused_naming_the_key():
     config = {
         "model": {"_target_": f"{PKG}.modules.Classifier"},
         "data_set": {"_target_": "hyrax.data_sets.builtin.SyntheticClassification"},
-        "train": _train_cfg(devices=2),
+        "train": _train_cfg(devices=2, device="cpu"),
     }
-    with pytest.raises(HyraxError, match="ddp starts the other ranks") as err:
-        check_lightning(config)  # what hyrax.early_checks runs before a run directory or MLflow run exists
+    check_lightning(config)  # what hyrax.early_checks runs: two CPU ranks are fine
+    with pytest.raises(HyraxError, match="names one device") as err:
+        check_settings(_train_cfg(devices=2, device="cuda:1"))
+    assert err.value.key == "train.device"
+    with pytest.raises(HyraxError, match="at least one rank") as err:
+        check_settings(_train_cfg(devices=0, device="cpu"))
     assert err.value.key == "train.devices"
-    check_lightning({**config, "model": {"_target_": "hyrax.models.builtin.MLP"}})  # Hyrax's loop does DDP
     with pytest.raises(HyraxError, match="not one Lightning's Trainer takes") as err:
         check_settings(_train_cfg(precision="8"))
     assert err.value.key == "train.precision"
     check_settings(_train_cfg(precision="bf16-mixed"))
+
+
+def test_a_container_cannot_choose_the_processes_hyrax_starts():
+    check_container_arguments({"max_epochs": 2, "devices": 1, "strategy": "auto"}, "Mine")
+    for key, value in [("devices", 2), ("strategy", "ddp_spawn"), ("num_nodes", 2)]:
+        with pytest.raises(HyraxError, match=f"sets the Trainer's {key}=") as err:
+            check_container_arguments({key: value}, "Mine")
+        assert err.value.key == "train.devices"
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_every_rank_takes_the_same_steps_leaving_out_fewer_items_than_ranks(world):
+    for n in range(120):
+        for batch_size in (1, 3, 7):
+            shares = [rank_order(n, batch_size, r, world, False, torch.Generator()) for r in range(world)]
+            steps = equal_steps(n, batch_size, world)
+            assert steps == min(math.ceil(len(share) / batch_size) for share in shares)
+            trained = sum(min(len(share), steps * batch_size) for share in shares)
+            assert n - world < trained <= n, (n, batch_size, world)
 
 
 def test_ctrl_c_that_lightning_turned_into_an_exit_is_a_keyboard_interrupt_again():
@@ -276,3 +302,114 @@ def test_pruned_lightning_trial_ends_killed_and_pruned(hyrax_run, tmp_path):
     trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
     assert pruned.data.tags[tags.OPTUNA_STATE] == "PRUNED"
+
+
+# --- data-parallel runs (train.devices=2): Hyrax starts the ranks, Lightning's ddp trains them -----------
+
+
+def _noted(out: Path, rank: int) -> list[tuple[int, int, str]]:
+    """What rank `rank` noted after each training epoch: (epoch, batches, weights checksum)."""
+    path = out / f"weights_rank{rank}.txt"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [(int(e), int(b), c) for e, b, c in (line.split() for line in lines)]
+
+
+@pytest.mark.slow
+def test_two_ranks_on_a_hyrax_data_set_are_one_run_with_the_same_weights_and_resume_together(
+    hyrax_run, tmp_path
+):
+    out, fixed = tmp_path / "notes", tmp_path / "runs" / "mine"
+    out.mkdir()
+    common = [
+        *TWO,
+        f"model={PKG}.ranked.SyncedClassifier",
+        "data_set.n_samples=810",
+        f"hydra.run.dir={fixed}",
+        "train.resume=auto",
+        *QUIET,
+    ]
+    env = {"HYRAX_TEST_OUT": str(out)}
+    first = ok(hyrax_run(*common, "train.epochs=2", env=env))
+    assert "started 1 more ranks" in _log(first) and "on 2 ranks" in _log(first)
+    second = ok(hyrax_run(*common, "train.epochs=3", env=env))  # every rank resumes from last.ckpt
+    assert "epoch 3/3" in _log(second) and "epoch 2/3" not in _log(second)
+    [run] = mlflow_runs(tmp_path)  # one run, not one per rank (nor per start)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.devices"] == "2" and run.data.tags[tags.RANKS] == "2"
+    assert metric_history(tmp_path, run.info.run_id, "epoch") == [1.0, 2.0, 3.0]
+    losses = metric_history(tmp_path, run.info.run_id, "train/loss")
+    assert len(losses) == 3 and losses[-1] < losses[0] * 0.5, losses
+    val = metric_history(tmp_path, run.info.run_id, "val/loss")  # averaged over the ranks (sync_dist)
+    assert run.data.metrics["objective"] == pytest.approx(min(val))
+    assert "test/loss" in run.data.metrics
+    assert {p.name for p in checkpoint.checkpoint_dir(fixed).iterdir()} == {"best.ckpt", "last.ckpt"}
+    # 648 train items in global batches of 2 x 64: 5 full ones and 8 items for 2 ranks, so 6 steps each.
+    # Rank 1 restored Adam's moments too: fresh ones would make its weights drift from rank 0's.
+    rank0, rank1 = _noted(out, 0), _noted(out, 1)
+    assert [(e, b) for e, b, _ in rank0] == [(0, 6), (1, 6), (2, 6)]
+    assert rank0 == rank1
+
+
+@pytest.mark.slow
+def test_two_ranks_with_a_data_module_use_lightnings_distributed_sampler(hyrax_run, tmp_path):
+    out = tmp_path / "notes"
+    out.mkdir()
+    ok(
+        hyrax_run(
+            *TWO,
+            f"model={PKG}.ranked.SyncedRegressor",
+            f"data_set={PKG}.modules.LinearData",
+            "train.epochs=2",
+            *QUIET,
+            env={"HYRAX_TEST_OUT": str(out)},
+        )
+    )
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "FINISHED"
+    losses = metric_history(tmp_path, run.info.run_id, "train_loss")
+    assert len(losses) == 2 and losses[-1] < losses[0]
+    assert "test_loss" in run.data.metrics
+    # 358 train items: 179 per rank in batches of 32
+    rank0, rank1 = _noted(out, 0), _noted(out, 1)
+    assert [(e, b) for e, b, _ in rank0] == [(0, 6), (1, 6)] and rank0 == rank1
+
+
+@pytest.mark.slow
+def test_a_pruned_two_rank_lightning_trial_is_one_trial_and_stops_both_ranks(hyrax_run, tmp_path):
+    sweep_dir = tmp_path / "multiruns" / "prune"
+    proc = ok(
+        hyrax_run(
+            "-m",
+            *TWO,
+            f"model={PKG}.modules.Classifier",
+            "hydra/sweeper=optuna",
+            "hydra/sweeper/pruner=median",
+            "hydra.sweeper.pruner.n_startup_trials=1",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.enqueue_trials=[{model.lr:0.02},{model.lr:1e-7}]",
+            "model.lr=tag(log, interval(1e-8, 1e-1))",
+            "train.epochs=2",
+            "data_set.n_samples=600",
+            f"hydra.sweep.dir={sweep_dir}",
+            *QUIET,
+            timeout=300,
+        )
+    )
+    _, children = parent_and_children(mlflow_runs(tmp_path))  # one child per trial, not per rank
+    states = {
+        int(c.data.tags["hyrax.trial_number"]): (c.data.tags.get(tags.TRIAL_STATE), c.info.status)
+        for c in children
+    }
+    assert states == {0: (None, "FINISHED"), 1: ("PRUNED", "KILLED")}
+    assert all(c.data.tags[tags.RANKS] == "2" for c in children)
+    pruned = next(c for c in children if c.data.tags["hyrax.trial_number"] == "1")
+    assert metric_history(tmp_path, pruned.info.run_id, "epoch") == [1.0]
+    import optuna
+
+    from hyrax.search.storage import open_storage
+
+    storage = open_storage(str(sweep_dir / "optuna.journal"))
+    [summary] = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"]
+    assert _log(proc).count("rank 1: rank 0 stopped the run after epoch 1 (its trial was pruned)") == 1

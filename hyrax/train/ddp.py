@@ -16,11 +16,15 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from hyrax.errors import HyraxError
+from hyrax.train import distributed
+from hyrax.train.distributed import SINGLE, Ranks
 
 log = logging.getLogger("hyrax")
 ADDRESS = "127.0.0.1"
@@ -89,10 +93,17 @@ class LocalRanks:
         log.info("started %d more ranks (pids %s) for data-parallel training", world - 1, _pids(processes))
         return cls(processes, Path(name))
 
-    def failed(self) -> list[tuple[int, int]]:
-        """The ranks that have exited with an error, as (rank, exit code)."""
-        codes = [(rank, p.poll()) for rank, p in enumerate(self.processes, start=1)]
-        return [(rank, code) for rank, code in codes if code not in (None, 0)]
+    def failed(self, wait_s: float = 0.0) -> list[tuple[int, int]]:
+        """The ranks that have exited with an error, as (rank, exit code), given up to `wait_s` to
+        exit: a rank's error breaks rank 0's collective as soon as its connection closes, before its
+        process has ended."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            codes = [(rank, p.poll()) for rank, p in enumerate(self.processes, start=1)]
+            failed = [(rank, code) for rank, code in codes if code not in (None, 0)]
+            if failed or all(code is not None for _, code in codes) or time.monotonic() >= deadline:
+                return failed
+            time.sleep(0.1)
 
     def stop(self, wait_s: float = 30.0) -> list[int]:
         """Wait for the ranks to finish (they end with rank 0's run), then make sure they are gone;
@@ -106,6 +117,52 @@ class LocalRanks:
                 codes.append(process.wait())
         self.spec.unlink(missing_ok=True)
         return codes
+
+
+@contextmanager
+def started_ranks(
+    config: dict[str, Any], run_dir: Path, given: Sequence[str]
+) -> Iterator[tuple[Ranks, tuple[str, int]]]:
+    """On the job's own process: its ranks and where rank 0 listens. That is the tasks of a Slurm step
+    (started by Slurm), or `train.devices` ranks with ranks 1..N-1 started here, or just this one.
+
+    Afterwards the process group is left and the started ranks are waited for (killed after 30 s, or
+    5 s when rank 0 failed: a rank waiting in a collective for it never ends). A training error that
+    a failed rank caused (its connection broke) is reported as that rank's failure."""
+    count = config["train"]["devices"]
+    slurm = distributed.slurm_ranks()
+    local: LocalRanks | None = None
+    if slurm is not None:
+        if count > 1:
+            raise HyraxError(
+                f"train.devices={count} inside a Slurm step of {slurm.world} tasks: each task is a rank",
+                key="train.devices",
+                fix="use train.devices=1 with hydra.launcher.tasks_per_node=N (and nodes=M)",
+            )
+        ranks, rendezvous = slurm, distributed.slurm_rendezvous()
+    elif count > 1:
+        port = free_port()
+        local = LocalRanks.start(config, run_dir, given, count, port)
+        ranks, rendezvous = Ranks(0, count, 0), (ADDRESS, port)
+    else:
+        ranks, rendezvous = SINGLE, (ADDRESS, 0)
+    wait_s = 30.0
+    try:
+        yield ranks, rendezvous
+    except BaseException as err:
+        wait_s = 5.0
+        failed = local.failed(wait_s=5.0) if local is not None and isinstance(err, RuntimeError) else []
+        if failed:
+            rank, code = failed[0]
+            raise RuntimeError(
+                f"rank {rank} of this data-parallel job failed (exit code {code}); its error is in the "
+                "log above"
+            ) from err
+        raise
+    finally:
+        distributed.stop()
+        if local is not None:
+            local.stop(wait_s)
 
 
 def _pids(processes: list[subprocess.Popen[bytes]]) -> str:
@@ -124,7 +181,6 @@ def _die_with_parent() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """A started rank's process: train its shard of the job described by the spec file."""
-    from hyrax.train.distributed import Ranks
     from hyrax.train.run import train_rank
 
     [spec_path] = list(argv if argv is not None else sys.argv[1:])

@@ -1,7 +1,8 @@
 """What Hyrax hands Lightning's Trainer: a logger that writes into Hyrax's MLflow run, a callback that
 judges each epoch as Hyrax's loop does (the monitored metric, the best epoch, pruning, the epoch's log
 line, what a checkpoint keeps for a resumed run), Lightning's checkpoint and early-stopping callbacks
-set from `train.*`, Hyrax's batches as Lightning data, and Ctrl-C kept a KeyboardInterrupt.
+set from `train.*`, the checkpoint a resumed run continues from, Hyrax's batches as Lightning data, and
+Ctrl-C kept a KeyboardInterrupt.
 
 Lightning comes in two spellings, `pytorch_lightning` and `lightning.pytorch`; the Trainer, the logger
 and the callbacks must come from the one the model subclasses, so the classes here are made per package
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from hyrax.errors import HyraxError
+from hyrax.train.objective import check_measured
 
 log = logging.getLogger("hyrax")
 # The packages a LightningModule may come from, by the module names of the classes it derives from.
@@ -55,6 +57,22 @@ def import_lightning(package: str) -> Any:
         return importlib.import_module(package)
     except ModuleNotFoundError:
         raise missing_lightning(f"a {package} LightningModule") from None
+
+
+def resume_point(resumed: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
+    """The Lightning checkpoint `train.resume` found (see `hyrax.train.checkpoint.load`) and the metric
+    that run monitored (its callbacks' saved state is found under that name)."""
+    if resumed is None:
+        return None, None
+    path = resumed.get("lightning_ckpt")
+    if path is None:
+        raise HyraxError(
+            "train.resume names a checkpoint of Hyrax's own training loop (.pt); a LightningModule "
+            "resumes from the Lightning checkpoint (.ckpt) of an earlier run of it",
+            key="train.resume",
+            fix="give the run directory or the .ckpt file of a run of this LightningModule",
+        )
+    return str(path), (resumed.get("hyrax") or {}).get("monitor")
 
 
 def hyrax_names(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -119,8 +137,13 @@ class SizedEpochBatches(EpochBatches):
         return len(self.batches)
 
 
-def as_lightning_data(batches: Any) -> EpochBatches:
-    """Hyrax's batches of one split as something `Trainer.fit`/`test` iterate over."""
+def as_lightning_data(batches: Any, world: int = 1) -> Any:
+    """Hyrax's batches of one split as something `Trainer.fit`/`test` iterate over (with several ranks,
+    this rank's share of the split, as many batches on every rank: see `hyrax.train.lightning_ranks`)."""
+    if world > 1:
+        from hyrax.train.lightning_ranks import rank_batches
+
+        return rank_batches(batches, world)
     return SizedEpochBatches(batches) if getattr(batches, "size", None) is not None else EpochBatches(batches)
 
 
@@ -235,7 +258,11 @@ def lightning_classes(package: str) -> SimpleNamespace:
                 self.train_cfg["epochs"],
                 "  ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())),
             )
-            if self.on_epoch_end is not None:
+            if trainer.world_size > 1:  # rank 0's decision (a pruned trial) stops every rank
+                from hyrax.train.lightning_ranks import decided_by_main
+
+                decided_by_main(trainer, self.on_epoch_end, epoch, hyrax_names(metrics))
+            elif self.on_epoch_end is not None:
                 self.on_epoch_end(epoch, hyrax_names(metrics))
 
         def _judge(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -268,21 +295,10 @@ def lightning_classes(package: str) -> SimpleNamespace:
                     fix="name a metric the module logs with self.log(...), or log that one",
                 )
             if first:
-                self._check_objective(hyrax_names(metrics))
+                wanted = self.train_cfg["objective"]["metric"]
+                names = hyrax_names(metrics)
+                check_measured(wanted, names, self.tests_later, "logged by the LightningModule")
             return found
-
-        def _check_objective(self, metrics: dict[str, float]) -> None:
-            wanted = self.train_cfg["objective"]["metric"]
-            for name in [wanted] if isinstance(wanted, str) else list(wanted):
-                later = name.startswith("test/") and self.tests_later
-                fallback = name.startswith("val/") and "train/" + name.removeprefix("val/") in metrics
-                if name not in metrics and not later and not fallback:
-                    raise HyraxError(
-                        f"objective metric '{name}' is not logged by the LightningModule "
-                        f"(it logs: {', '.join(sorted(metrics))})",
-                        key="train.objective.metric",
-                        fix="name one of the logged metrics, e.g. train.objective.metric=val/loss",
-                    )
 
         def on_save_checkpoint(self, trainer: Any, module: Any, checkpoint: dict[str, Any]) -> None:
             checkpoint["hyrax"] = {

@@ -12,6 +12,8 @@ Lightning runs these (`wants_lightning`):
 Constructor parameters (the module's, the data module's, the container's) are `model.*` and
 `data_set.*` keys. `train.*` settings become the Trainer's (`trainer_arguments`); the Trainer logs into
 Hyrax's MLflow run and writes `checkpoints/best.ckpt` and `last.ckpt`, which `train.resume` continues from.
+`train.devices=N` trains N ranks with Lightning's ddp strategy, in processes Hyrax starts
+(`hyrax.train.lightning_ranks`): still one job, one MLflow run and one trial.
 """
 
 from __future__ import annotations
@@ -28,15 +30,18 @@ from typing import Any
 import torch
 
 from hyrax.errors import HyraxError
+from hyrax.train import ddp, lightning_ranks
 from hyrax.train.lightning_parts import (
     as_lightning_data,
     hyrax_names,
     lightning_classes,
     lightning_package,
     make_callbacks,
+    resume_point,
     scalars,
     sigint_kept,
 )
+from hyrax.train.lightning_ranks import train_rank  # noqa: F401  (run.py starts ranks with it)
 
 log = logging.getLogger("hyrax")
 CONTAINER_METHODS = ("create_model", "get_data_module")
@@ -92,6 +97,7 @@ class Parts:
     datamodule: Any = None
     data: Any = None  # hyrax.train.data.DataParts when a Hyrax data set feeds the module
     trainer_args: dict[str, Any] = field(default_factory=dict)
+    world: int = 1  # ranks sharing Hyrax's batches (see `shard`)
 
 
 def train(
@@ -104,7 +110,9 @@ def train(
     given: Sequence[str],
     watch: Any,
 ) -> Any:
-    """Fit with Lightning's Trainer and return a `hyrax.train.run.TrainResult`."""
+    """Fit with Lightning's Trainer and return a `hyrax.train.run.TrainResult`. This process is rank 0:
+    with `train.devices=N` it starts the other ranks (`train_rank`), and it alone tracks and writes."""
+    from hyrax import tags
     from hyrax.train import record
     from hyrax.train.checkpoint import checkpoint_dir
     from hyrax.train.run import RUN_INFO, TrainResult, objective
@@ -112,15 +120,14 @@ def train(
     train_cfg = config["train"]
     check_settings(train_cfg)
     parts = build_parts(config, list(given))
-    name = type(parts.module).__qualname__
     if train_cfg["grad_clip"] and not parts.module.automatic_optimization:
         raise HyraxError(
-            f"train.grad_clip clips in Lightning's automatic optimization, and {name} optimizes "
-            "manually (automatic_optimization = False), so it would do nothing",
+            f"train.grad_clip clips in Lightning's automatic optimization, and "
+            f"{type(parts.module).__qualname__} optimizes manually (automatic_optimization = False), "
+            "so it would do nothing",
             key="train.grad_clip",
             fix="clip in your training_step (self.clip_gradients), or remove train.grad_clip",
         )
-    L = lightning_classes(parts.package)
     ckpt_path, monitor = resume_point(resumed)
     run_id = tracker.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -128,36 +135,14 @@ def train(
     record.log_start_files(tracker, config, run_dir, launch_dir)
     if parts.data is not None:
         record.log_data_set(tracker, config, parts.data)
-    watch.start(run_id)
-    checkpointers, watchers = make_callbacks(L, train_cfg, checkpoint_dir(run_dir), monitor)
-    splits = [parts.data.batches["train"]] if parts.data is not None else []
-    judge = L.EpochJudge(
-        config,
-        {"tracker": tracker, "mlflow_run_id": run_id, "config": config, "monitor": monitor},
-        on_epoch_end,
-        watchers,
-        splits,
-        will_test(L, parts),
-    )
-    callbacks = [judge, *(w for w in watchers if w not in checkpointers), *checkpointers]
-    progress = train_cfg["progress"] if train_cfg["progress"] is not None else sys.stderr.isatty()
-    args = trainer_arguments(train_cfg, run_dir, given, parts.trainer_args)
-    trainer = L.Trainer(
-        **args,
-        logger=L.TrackerLogger(tracker, str(run_dir)),
-        callbacks=callbacks,
-        enable_checkpointing=bool(checkpointers),
-        enable_progress_bar=progress,
-    )
-    log.info("training %s with Lightning's Trainer in %s", type(parts.module).__qualname__, run_dir.resolve())
-    if ckpt_path:
-        log.info("Lightning resumes from %s", ckpt_path)
-    with sigint_kept(judge):
-        trainer.fit(parts.module, ckpt_path=ckpt_path, **fit_data(parts))
-    watch.state = SimpleNamespace(best_epoch=judge.best_epoch)
     best = checkpoint_dir(run_dir) / "best.ckpt"
-    with sigint_kept(judge):
-        tested = final_test(trainer, L, parts, best)
+    with lightning_ranks.joined(config, run_dir, given) as team:
+        tracker.set_tags({tags.RANKS: str(team.ranks.world)})
+        watch.start(run_id)
+        trainer, judge = fit(config, run_dir, parts, team, tracker, (monitor, ckpt_path), on_epoch_end, given)
+        watch.state = SimpleNamespace(best_epoch=judge.best_epoch)
+        with sigint_kept(judge):
+            tested = final_test(trainer, parts, best)
     metrics = {**judge.best_metrics, **hyrax_names(tested)}
     value = objective(config, metrics)
     values = [value] if isinstance(value, float) else value
@@ -174,6 +159,60 @@ def train(
     return TrainResult(value, parts.module, run_dir)
 
 
+def fit(
+    config: dict[str, Any],
+    run_dir: Path,
+    parts: Parts,
+    team: lightning_ranks.Team,
+    tracker: Any,
+    resume: tuple[str | None, str | None],
+    on_epoch_end: Any,
+    given: Sequence[str],
+) -> tuple[Any, Any]:
+    """Build the Trainer (the same on every rank: the callbacks take part in collectives) and fit from
+    `resume` (a checkpoint, the metric it monitored); returns the Trainer and the epoch callback."""
+    from hyrax.train.checkpoint import checkpoint_dir
+
+    train_cfg = config["train"]
+    monitor, ckpt_path = resume
+    L = lightning_classes(parts.package)
+    lightning_ranks.shard(parts, team.ranks)
+    checkpointers, watchers = make_callbacks(L, train_cfg, checkpoint_dir(run_dir), monitor)
+    splits = [parts.data.batches["train"]] if parts.data is not None else []
+    judge = L.EpochJudge(
+        config,
+        {"tracker": tracker, "mlflow_run_id": tracker.run_id, "config": config, "monitor": monitor},
+        on_epoch_end,
+        watchers,
+        splits,
+        will_test(L, parts),
+    )
+    callbacks = [judge, *(w for w in watchers if w not in checkpointers), *checkpointers]
+    progress = train_cfg["progress"] if train_cfg["progress"] is not None else sys.stderr.isatty()
+    args = trainer_arguments(train_cfg, run_dir, given, parts.trainer_args)
+    args.update(lightning_ranks.strategy_arguments(parts.package, team, parts.data is not None))
+    trainer = L.Trainer(
+        **args,
+        logger=L.TrackerLogger(tracker, str(run_dir)),
+        callbacks=callbacks,
+        enable_checkpointing=bool(checkpointers),
+        enable_progress_bar=progress and team.ranks.main,
+    )
+    if team.ranks.main:
+        many = f" on {team.ranks.world} ranks" if team.ranks.many else ""
+        log.info(
+            "training %s with Lightning's Trainer%s in %s",
+            type(parts.module).__qualname__,
+            many,
+            run_dir.resolve(),
+        )
+        if ckpt_path:
+            log.info("Lightning resumes from %s", ckpt_path)
+    with sigint_kept(judge):
+        trainer.fit(parts.module, ckpt_path=ckpt_path, **fit_data(parts))
+    return trainer, judge
+
+
 def check_lightning(config: Mapping[str, Any]) -> None:
     """Before a run starts (`hyrax.early_checks`): a Lightning model's settings, and a data module paired
     with a model that is no LightningModule."""
@@ -183,15 +222,17 @@ def check_lightning(config: Mapping[str, Any]) -> None:
 
 def check_settings(train_cfg: Mapping[str, Any]) -> None:
     """Refuse settings Hyrax does not run a LightningModule with, naming the key."""
-    if train_cfg["devices"] != 1:
-        raise HyraxError(
-            f"train.devices={train_cfg['devices']}: a LightningModule trains on one device per job here. "
-            "Lightning's ddp starts the other ranks by running the command line again, which would start "
-            "more hyrax-run jobs and runs (and breaks multiruns)",
-            key="train.devices",
-            fix="use train.devices=1 (sweep jobs in parallel with hydra/launcher=local or slurm, one device "
-            "each), or Hyrax's own loop for DDP",
-        )
+    count, device = train_cfg["devices"], str(train_cfg["device"])
+    if count != 1:
+        from hyrax.train.components import pick_device
+
+        if ":" in device:
+            raise HyraxError(
+                f"train.device={device} names one device, and train.devices={count} asks for {count} ranks",
+                key="train.device",
+                fix="use train.device=cuda: each rank takes the GPU of its local rank",
+            )
+        ddp.check_devices(count, pick_device(device).type)
     if str(train_cfg["precision"]) not in PRECISIONS:
         raise HyraxError(
             f"train.precision '{train_cfg['precision']}' is not one Lightning's Trainer takes",
@@ -258,6 +299,7 @@ def from_container(config: Mapping[str, Any], view: Any, given: list[str]) -> Pa
         )
     extra = getattr(container, "get_trainer_arguments", None)
     args = dict(extra()) if callable(extra) else {}
+    lightning_ranks.check_container_arguments(args, name)
     log.info("%s built %s and %s", name, type(module).__qualname__, type(datamodule).__qualname__)
     return Parts(package, module, datamodule=datamodule, trainer_args=args)
 
@@ -292,22 +334,6 @@ def with_hyrax_data(config: Mapping[str, Any], view: Any) -> Parts:
     data = prepare_data(config, build_data_set(config, view), cls, view.reads)
     module = make_model(config, data, torch.device("cpu"), view)
     return Parts(lightning_package(cls) or "pytorch_lightning", module, data=data)
-
-
-def resume_point(resumed: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
-    """The Lightning checkpoint `train.resume` found (see `hyrax.train.checkpoint.load`) and the metric
-    that run monitored (its callbacks' saved state is found under that name)."""
-    if resumed is None:
-        return None, None
-    path = resumed.get("lightning_ckpt")
-    if path is None:
-        raise HyraxError(
-            "train.resume names a checkpoint of Hyrax's own training loop (.pt); a LightningModule "
-            "resumes from the Lightning checkpoint (.ckpt) of an earlier run of it",
-            key="train.resume",
-            fix="give the run directory or the .ckpt file of a run of this LightningModule",
-        )
-    return str(path), (resumed.get("hyrax") or {}).get("monitor")
 
 
 def trainer_arguments(
@@ -345,8 +371,11 @@ def fit_data(parts: Parts) -> dict[str, Any]:
     if parts.datamodule is not None:
         return {"datamodule": parts.datamodule}
     batches = parts.data.batches
-    validate = None if batches["validate"].empty else as_lightning_data(batches["validate"])
-    return {"train_dataloaders": as_lightning_data(batches["train"]), "val_dataloaders": validate}
+    validate = None if batches["validate"].empty else as_lightning_data(batches["validate"], parts.world)
+    return {
+        "train_dataloaders": as_lightning_data(batches["train"], parts.world),
+        "val_dataloaders": validate,
+    }
 
 
 def will_test(L: Any, parts: Parts) -> bool:
@@ -358,27 +387,21 @@ def will_test(L: Any, parts: Parts) -> bool:
     return type(parts.datamodule).test_dataloader is not L.LightningDataModule.test_dataloader
 
 
-def final_test(trainer: Any, L: Any, parts: Parts, best: Path) -> dict[str, float]:
-    """Test-split metrics of the best checkpoint (or the final weights when there is none)."""
-    if not will_test(L, parts):
+def final_test(trainer: Any, parts: Parts, best: Path) -> dict[str, float]:
+    """Test-split metrics of the best checkpoint (or the final weights when there is none); every rank
+    tests what rank 0 found."""
+    if not will_test(lightning_classes(parts.package), parts):
         return {}
     data = (
         {"datamodule": parts.datamodule}
         if parts.data is None
-        else {"dataloaders": as_lightning_data(parts.data.batches["test"])}
+        else {"dataloaders": as_lightning_data(parts.data.batches["test"], parts.world)}
     )
-    ckpt = str(best) if best.is_file() else None
-    log.info("testing %s", f"the best checkpoint {best}" if ckpt else "the final weights")
+    ckpt = trainer.strategy.broadcast(str(best) if best.is_file() else None, src=0)
+    if trainer.is_global_zero:
+        log.info("testing %s", f"the best checkpoint {best}" if ckpt else "the final weights")
     results = trainer.test(parts.module, ckpt_path=ckpt, verbose=False, **data)
     metrics = scalars(results[0]) if results else {}
-    if metrics:
+    if metrics and trainer.is_global_zero:
         log.info("test  %s", "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return metrics
-
-
-def train_rank(
-    config: dict[str, Any], run_dir: Path, ranks: Any, rendezvous: tuple[str, int], given: Sequence[str]
-) -> None:
-    """A rank other than 0 of a data-parallel Lightning job (not supported yet: `check_settings`
-    refuses train.devices > 1 before any rank starts)."""
-    raise NotImplementedError("data-parallel Lightning runs are refused by check_settings")

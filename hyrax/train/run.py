@@ -15,13 +15,12 @@ import torch
 from torch import nn
 
 from hyrax import tags
-from hyrax.errors import HyraxError
 from hyrax.models.contract import TEST_NAMES
 from hyrax.tracker import NullTracker, Tracker
 from hyrax.tracking import tracking_uri
 from hyrax.train import checkpoint, ddp, debug, distributed, lightning_run, placement, record
 from hyrax.train.components import assemble, pick_device, seed_everything
-from hyrax.train.distributed import SINGLE, Ranks
+from hyrax.train.distributed import Ranks
 from hyrax.train.evaluate import evaluate
 from hyrax.train.loop import Loop, StoppedByMain
 from hyrax.train.objective import objective
@@ -157,22 +156,11 @@ def _train(
     if lightning_run.wants_lightning(config):
         return lightning_run.train(config, run_dir, launch_dir, tracker, resumed, on_epoch_end, given, watch)
     device = pick_device(train_cfg["device"])
-    ranks, team = _join_ranks(config, run_dir, given, device)
-    try:
+    ddp.check_devices(train_cfg["devices"], device.type)
+    with ddp.started_ranks(config, run_dir, given) as (ranks, rendezvous):
+        if ranks.many:
+            distributed.start(ranks, rank_device(device, ranks), *rendezvous)
         return _train_main(config, run_dir, launch_dir, tracker, resumed, on_epoch_end, given, watch, ranks)
-    except RuntimeError as err:
-        failed = team.failed() if team is not None else []
-        if failed:
-            rank, code = failed[0]
-            raise RuntimeError(
-                f"rank {rank} of this data-parallel job failed (exit code {code}); its error "
-                "is in the log above"
-            ) from err
-        raise
-    finally:
-        distributed.stop()
-        if team is not None:
-            team.stop()
 
 
 def _train_main(
@@ -252,32 +240,6 @@ def _build_loop(
         ranks=ranks,
     )
     return loop, data
-
-
-def _join_ranks(
-    config: dict[str, Any], run_dir: Path, given: Sequence[str], device: torch.device
-) -> tuple[Ranks, ddp.LocalRanks | None]:
-    """This process's rank: rank 0 of a Slurm step's tasks, or of `train.devices` ranks it starts
-    here, or the only one; the process group is joined when there are several."""
-    count = config["train"]["devices"]
-    slurm = distributed.slurm_ranks()
-    if slurm is not None:
-        if count > 1:
-            raise HyraxError(
-                f"train.devices={count} inside a Slurm step of {slurm.world} tasks: each task is a rank",
-                key="train.devices",
-                fix="use train.devices=1 with hydra.launcher.tasks_per_node=N (and nodes=M)",
-            )
-        distributed.start(slurm, rank_device(device, slurm), *distributed.slurm_rendezvous())
-        return slurm, None
-    ddp.check_devices(count, device.type)
-    if count == 1:
-        return SINGLE, None
-    port = ddp.free_port()
-    team = ddp.LocalRanks.start(config, run_dir, given, count, port)
-    ranks = Ranks(0, count, 0)
-    distributed.start(ranks, rank_device(device, ranks), ddp.ADDRESS, port)
-    return ranks, team
 
 
 def rank_device(device: torch.device, ranks: Ranks) -> torch.device:
