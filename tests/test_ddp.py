@@ -267,3 +267,21 @@ def test_resume_after_sigkill_restores_every_rank(tmp_path):
     rank0, rank1 = distinct(noted(out, "weights", 0)), distinct(noted(out, "weights", 1))
     assert len(rank1) > before and rank0[-(6 - done) :] == rank1[-(6 - done) :]
     assert np.isfinite(run.data.metrics["test/loss"])
+
+
+@pytest.mark.slow
+def test_a_crash_on_one_rank_fails_the_run_naming_that_rank(tmp_path):
+    out = tmp_path / "notes"
+    proc = run_hyrax(
+        [*TWO, "model=ddppkg.RankCrash", "data_set=ddppkg.IndexedData", "train.batch_size=8"],
+        tmp_path,
+        env_with_out(out),
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "ValueError: user bug on rank 1" in output  # the user's own traceback, from rank 1
+    assert "rank 1 of this data-parallel job failed (exit code 1)" in output
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "FAILED" and "rank 1" in run.data.tags["hyrax.error"]
+    assert not _rank_processes(out)

@@ -104,3 +104,17 @@ class WeightNet(nn.Module):
         if not self.training:
             _note("weights", checksum(self))
         return self.net(x)
+
+
+class RankCrash(PositionNet):
+    """Raises in its train_step on rank `crash_rank` after a few steps: a bug in user code on one rank."""
+
+    def __init__(self, hidden: int = 16, crash_rank: int = 1):
+        super().__init__(hidden)
+        self.crash_rank, self.steps = crash_rank, 0
+
+    def train_step(self, batch):
+        self.steps += 1
+        if rank() == self.crash_rank and self.steps == 3:
+            raise ValueError(f"user bug on rank {rank()}")
+        return super().train_step(batch)
