@@ -36,7 +36,8 @@ class EarlyChecks(Callback):
 
 def check_run(config: DictConfig) -> None:
     """The checks a run's settings pass before it starts: ranges, each component's values against its
-    constructor's parameters, and the settings a LightningModule is not run with."""
+    constructor's parameters, the settings a LightningModule is not run with, and the precision the
+    device can do."""
     from hyrax.config import COMPONENT_GROUPS, plain
     from hyrax.ranges import check_ranges
     from hyrax.train.components import check_components
@@ -46,6 +47,15 @@ def check_run(config: DictConfig) -> None:
     components = {g: plain(config[g]) for g in COMPONENT_GROUPS}
     check_components(components)
     check_lightning({**components, "train": plain(config.train)})
+    check_precision(config)
+
+
+def check_precision(config: DictConfig) -> None:
+    """`train.precision` on the device the run will train on (16-mixed needs a GPU)."""
+    from hyrax.train.components import pick_device
+    from hyrax.train.precision import make_precision
+
+    make_precision(config.train.precision, pick_device(str(config.train.device)))
 
 
 def _gate(checks: Callable[[], None]) -> None:

@@ -3,6 +3,7 @@ swept and pruned like Hyrax's own models (the classes are in tests/lightningpkg/
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from hyraxtest import hyrax_env, metric_history, mlflow_runs, ok, parent_and_children, run_dirs, user_error
+from mlflow import MlflowClient
 
 from hyrax import tags
 from hyrax.data_sets.batches import rank_order
@@ -413,3 +415,26 @@ def test_a_pruned_two_rank_lightning_trial_is_one_trial_and_stops_both_ranks(hyr
     trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"]
     assert _log(proc).count("rank 1: rank 0 stopped the run after epoch 1 (its trial was pruned)") == 1
+
+
+@pytest.mark.slow
+def test_debug_presets_apply_to_lightning_models(hyrax_run, tmp_path):
+    # overfit: lr 0 cannot memorise anything, so the check fails the run with exit 2
+    proc = hyrax_run(
+        f"model={PKG}.modules.Classifier", "debug=overfit", "model.lr=0", "train.epochs=4", *QUIET
+    )
+    user_error(proc, "did not memorise 1 repeated train batch(es)", "train.overfit_batches")
+    [failed] = mlflow_runs(tmp_path)
+    assert failed.info.status == "FAILED" and failed.data.tags["hyrax.debug"].startswith("overfit:")
+    # profile: the same torch.profiler trace as Hyrax's loop writes, as artifacts of a tagged run
+    ok(hyrax_run(f"model={PKG}.modules.Classifier", "debug=profile", "data_set.n_samples=800", *QUIET))
+    [profiled] = [r for r in mlflow_runs(tmp_path) if r.info.run_id != failed.info.run_id]
+    assert profiled.data.tags["hyrax.debug"].startswith("profile:")
+    [run_dir] = [d for d in run_dirs(tmp_path) if (d / "profile").is_dir()]
+    events = json.loads((run_dir / "profile" / "trace.json").read_text())["traceEvents"]
+    assert any(e.get("name", "").startswith("ProfilerStep#") for e in events)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert {a.path for a in client.list_artifacts(profiled.info.run_id, "profile")} == {
+        "profile/trace.json",
+        "profile/top_ops.txt",
+    }

@@ -101,6 +101,9 @@ def test_16_mixed_on_the_cpu_is_exit_2_from_the_command_line(tmp_path):
         run_hyrax(["train.precision=16-mixed", "train.device=cpu", *QUIET], tmp_path),
         "train.precision=16-mixed needs a GPU",
     )
+    assert not (tmp_path / "runs").exists()  # refused before anything started
+    lightning = ["model=lightningpkg.modules.Classifier", "train.precision=16-mixed", "train.device=cpu"]
+    user_error(run_hyrax([*lightning, *QUIET], tmp_path), "train.precision=16-mixed needs a GPU")
 
 
 def _weights_after_one_epoch(batch_size: int, accumulate: int) -> list[torch.Tensor]:

@@ -60,10 +60,11 @@ def pick_device(name: str) -> torch.device:
         "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
     }
     if not available.get(name.split(":")[0], False):
+        ranks = f"; for {name} data-parallel ranks, train.devices={name}" if name.isdigit() else ""
         raise HyraxError(
             f"device '{name}' is not available on this machine",
             key="train.device",
-            fix="use train.device=auto or train.device=cpu",
+            fix=f"use train.device=auto or train.device=cpu{ranks}",
         )
     return torch.device(name)
 

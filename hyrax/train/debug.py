@@ -159,13 +159,20 @@ class LossHistory:
 
 
 def check_overfit(train_cfg: Mapping[str, Any], state: Any, tracker: Any) -> None:
-    """With `train.overfit_batches`, fail loudly unless the train loss fell close to zero: the last
-    epoch's at most `OVERFIT_RATIO` of the first epoch's."""
-    n = train_cfg["overfit_batches"]
+    """With `train.overfit_batches`, fail loudly unless the train loss fell close to zero (the loop's
+    losses come from the tracker mirror `wrap` installed)."""
     history = next((m for m in tracker.mirrors if isinstance(m, LossHistory)), None)
-    if not n or history is None or not history.losses:
+    if history is not None:
+        check_losses(train_cfg, history.losses, state.epoch)
+
+
+def check_losses(train_cfg: Mapping[str, Any], losses: list[float], last_epoch: int) -> None:
+    """With `train.overfit_batches`, fail loudly unless the last epoch's train loss (of `losses`, one
+    per epoch, the last one `last_epoch`) is at most `OVERFIT_RATIO` of the first's."""
+    n = train_cfg["overfit_batches"]
+    if not n or not losses:
         return
-    first, last = history.losses[0], history.losses[-1]
+    first, last = losses[0], losses[-1]
     if first <= 0:
         log.warning(
             "overfit check skipped: the first train loss is %.4g, and falling to %.0f%% of it is no test "
@@ -175,16 +182,16 @@ def check_overfit(train_cfg: Mapping[str, Any], state: Any, tracker: Any) -> Non
         )
         return
     wanted = OVERFIT_RATIO * first
-    epochs = len(history.losses)
+    epochs = len(losses)
     if last <= wanted:
         log.info(
             "overfit check passed: the train loss fell from %.4g to %.4g in %d epochs", first, last, epochs
         )
         return
-    start = state.epoch - epochs + 1  # 1 unless the run resumed
+    start = last_epoch - epochs + 1  # 1 unless the run resumed
     raise HyraxError(
         f"the model did not memorise {n} repeated train batch(es): the train loss went from {first:.4g} "
-        f"(epoch {start}) to {last:.4g} (epoch {state.epoch}), above {wanted:.4g} "
+        f"(epoch {start}) to {last:.4g} (epoch {last_epoch}), above {wanted:.4g} "
         f"({100 * OVERFIT_RATIO:.0f}% of the first): training cannot fit even data it sees again and again",
         key="train.overfit_batches",
         fix="check that the loss compares the model's output with the right labels, that the optimizer "
@@ -194,24 +201,38 @@ def check_overfit(train_cfg: Mapping[str, Any], state: Any, tracker: Any) -> Non
 
 
 @contextmanager
+def step_profile(
+    train_cfg: Mapping[str, Any], run_dir: Path, tracker: Any, planned: int | None
+) -> Iterator[Any]:
+    """With `train.profile`, a torch.profiler over the block: it yields the function to call after each
+    train step (None when not profiling), and logs the trace files as `profile/` artifacts at the end."""
+    if not train_cfg["profile"]:
+        yield None
+        return
+    from hyrax.train.profiler import StepProfiler
+
+    profiler = StepProfiler(run_dir / "profile", planned)
+    profiler.start()
+    try:
+        yield profiler.step
+    finally:
+        for path in profiler.stop():
+            tracker.log_artifact(path, "profile")
+
+
+@contextmanager
 def profiling(
     train_cfg: Mapping[str, Any], run_dir: Path, tracker: Any, batches: dict[str, Any]
 ) -> Iterator[None]:
     """With `train.profile`, record a torch.profiler trace of the first train steps while the block runs,
     written to `<run dir>/profile/` and logged as the run's `profile/` artifacts."""
-    if not train_cfg["profile"]:
-        yield
-        return
-    from hyrax.train.profiler import StepProfiler
-
     train = batches["train"]
-    planned = len(train) * train_cfg["epochs"] or None
-    profiler = StepProfiler(run_dir / "profile", planned)
-    train.step_hooks.append(profiler.step)
-    profiler.start()
-    try:
-        yield
-    finally:
-        train.step_hooks.remove(profiler.step)
-        for path in profiler.stop():
-            tracker.log_artifact(path, "profile")
+    with step_profile(train_cfg, run_dir, tracker, len(train) * train_cfg["epochs"] or None) as step:
+        if step is None:
+            yield
+            return
+        train.step_hooks.append(step)
+        try:
+            yield
+        finally:
+            train.step_hooks.remove(step)

@@ -214,6 +214,12 @@ def lightning_classes(package: str) -> SimpleNamespace:
             self.best_epoch = -1
             self.best_metrics: dict[str, float] = {}
             self.exception: BaseException | None = None
+            self.train_losses: list[float] = []  # each epoch's, for train.overfit_batches' check
+            self.step_hook: Callable[[], None] | None = None  # train.profile's step, after each batch
+
+        def on_train_batch_end(self, trainer: Any, module: Any, *args: Any) -> None:
+            if self.step_hook is not None:
+                self.step_hook()
 
         @property
         def state_key(self) -> str:
@@ -251,6 +257,8 @@ def lightning_classes(package: str) -> SimpleNamespace:
             self.tracker.log_metrics(extra, trainer.global_step)
             self.tracker.flush()
             self._judge(epoch, metrics)
+            if "train/loss" in hyrax_names(metrics):
+                self.train_losses.append(hyrax_names(metrics)["train/loss"])
             shown = {k: v for k, v in metrics.items() if math.isfinite(v)}
             log.info(
                 "epoch %d/%d  %s",

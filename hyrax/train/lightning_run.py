@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from hyrax.errors import HyraxError
-from hyrax.train import ddp, lightning_ranks
+from hyrax.train import ddp, debug, lightning_ranks
 from hyrax.train.lightning_parts import (
     as_lightning_data,
     hyrax_names,
@@ -129,6 +129,7 @@ def train(
             fix="clip in your training_step (self.clip_gradients), or remove train.grad_clip",
         )
     ckpt_path, monitor = resume_point(resumed)
+    debug.mark(train_cfg, tracker)
     run_id = tracker.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_INFO).write_text(json.dumps({"mlflow_run_id": run_id}))
@@ -141,6 +142,7 @@ def train(
         watch.start(run_id)
         trainer, judge = fit(config, run_dir, parts, team, tracker, (monitor, ckpt_path), on_epoch_end, given)
         watch.state = SimpleNamespace(best_epoch=judge.best_epoch)
+        debug.check_losses(train_cfg, judge.train_losses, trainer.current_epoch)
         with sigint_kept(judge):
             tested = final_test(trainer, parts, best)
     metrics = {**judge.best_metrics, **hyrax_names(tested)}
@@ -208,7 +210,9 @@ def fit(
         )
         if ckpt_path:
             log.info("Lightning resumes from %s", ckpt_path)
-    with sigint_kept(judge):
+    planned = args["max_epochs"] * (train_cfg["limit_batches"] or 0) or None
+    with sigint_kept(judge), debug.step_profile(train_cfg, run_dir, tracker, planned) as step:
+        judge.step_hook = step
         trainer.fit(parts.module, ckpt_path=ckpt_path, **fit_data(parts))
     return trainer, judge
 
@@ -359,8 +363,6 @@ def trainer_arguments(
         args.update(limit_train_batches=limit, limit_val_batches=limit, limit_test_batches=limit)
     if train_cfg.get("overfit_batches"):
         args["overfit_batches"] = train_cfg["overfit_batches"]
-    if train_cfg.get("profile"):
-        args["profiler"] = "simple"
     from_command_line = {TRAINER_KEYS[k] for k in given if k in TRAINER_KEYS}
     args.update({k: v for k, v in extra.items() if k not in from_command_line})
     return args
