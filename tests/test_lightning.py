@@ -190,6 +190,7 @@ def test_lightning_module_on_a_hyrax_data_set_is_tracked_checkpointed_stopped_an
     [run] = mlflow_runs(tmp_path)
     assert run.info.status == "FINISHED"
     assert run.data.params["model.hidden"] == "24"
+    assert not any(p.startswith(("optimizer.", "criterion.")) for p in run.data.params)  # its own choice
     losses = metric_history(tmp_path, run.info.run_id, "train/loss")
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert metric_history(tmp_path, run.info.run_id, "epoch") == [1.0, 2.0, 3.0]

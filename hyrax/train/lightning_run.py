@@ -88,6 +88,11 @@ def wants_lightning(config: Mapping[str, Any]) -> bool:
     return False
 
 
+def own_parts(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The config sections a Lightning model decides for itself (none for other models)."""
+    return ("criterion", "optimizer", "scheduler") if wants_lightning(config) else ()
+
+
 @dataclass
 class Parts:
     """What one Lightning run trains: the module, and its data as a data module or as Hyrax's batches."""

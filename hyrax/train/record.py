@@ -23,9 +23,10 @@ PARAM_SECTIONS = ("model", "data_set", "criterion", "optimizer", "scheduler", "t
 CONFIG_FILES = ("config.yaml", "overrides.yaml")
 
 
-def experiment_params(config: Mapping[str, Any]) -> dict[str, str]:
-    """`model.hidden`, `optimizer.lr`, `train.epochs`, ...: the flattened experiment config."""
-    return flatten({k: config[k] for k in PARAM_SECTIONS if config.get(k) is not None})
+def experiment_params(config: Mapping[str, Any], unused: Sequence[str] = ()) -> dict[str, str]:
+    """`model.hidden`, `optimizer.lr`, `train.epochs`, ...: the flattened experiment config, but for the
+    `unused` sections (a LightningModule's `configure_optimizers` decides its optimizer)."""
+    return flatten({k: config[k] for k in PARAM_SECTIONS if config.get(k) is not None and k not in unused})
 
 
 def given_overrides(config: Mapping[str, Any], given: Sequence[str]) -> list[str]:

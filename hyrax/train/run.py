@@ -98,7 +98,7 @@ def train(
     overrides = record.given_overrides(config, given)
     tracker.start(
         record.run_name(config, overrides),
-        record.experiment_params(config),
+        record.experiment_params(config, lightning_run.own_parts(config)),
         record.run_tags(config, run_dir, launch_dir, overrides),
         previous_run,
     )
