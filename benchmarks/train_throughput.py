@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -35,19 +34,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_overhead import print_load, verdict
+from sweep_overhead import hyrax_run, print_load, verdict
 
 FEATURES, HIDDEN, CLASSES, BATCH, LR = 784, 256, 10, 128, 1e-3
 TARGET_VS_HAND, TARGET_VS_FLOOR, TARGET_HELP_S = 1.0, 0.9, 0.5
-
-
-def hyrax_run_executable() -> str:
-    """The console script next to this interpreter (the venv's), else the one on PATH."""
-    local = Path(sys.executable).parent / "hyrax-run"
-    found = str(local) if local.is_file() else shutil.which("hyrax-run")
-    if found is None:
-        sys.exit("hyrax-run not found: install the project first (make install)")
-    return found
 
 
 def bench_hyrax(exe: str, data: Path, tmp: Path, epochs: int, samples: int) -> float:
@@ -159,7 +149,7 @@ def main() -> None:
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (the first is a warm-up)")
 
-    exe = hyrax_run_executable()
+    exe = hyrax_run()
     load_before = os.getloadavg()[0]
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((args.samples, FEATURES), dtype=np.float32)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_overhead import print_load, verdict
+from sweep_overhead import hyrax_run, print_load, verdict
 
 HERE = Path(__file__).resolve().parent
 FEATURES, HIDDEN, CLASSES, BATCH, SEED = 784, 256, 10, 64, 42
@@ -51,15 +51,6 @@ class Sample:
     wall_s: float
     cpu_s: float
     peak_mib: float
-
-
-def hyrax_run_executable() -> str:
-    """The console script next to this interpreter (the venv's), else the one on PATH."""
-    local = Path(sys.executable).parent / "hyrax-run"
-    found = str(local) if local.is_file() else shutil.which("hyrax-run")
-    if found is None:
-        sys.exit("hyrax-run not found: install the project first (make install)")
-    return found
 
 
 def make_data(path: Path, samples: int) -> None:
@@ -86,7 +77,7 @@ def commands(data: Path, epochs: int) -> dict[str, list[str]]:
     common += ["--batch-size", str(BATCH), "--hidden", str(HIDDEN), "--seed", str(SEED)]
     found = {
         "hyrax": [
-            hyrax_run_executable(),
+            hyrax_run(),
             "model=mlp",
             f"model.hidden={HIDDEN}",
             "model.depth=1",
