@@ -125,6 +125,8 @@ class Batches:
 
     def shard(self, rank: int, world: int) -> None:
         """Read only rank `rank`'s share of every global batch from now on."""
+        if (rank, world) == (self.rank, self.world):
+            return
         self.rank, self.world = rank, world
         if self.tensors is None:
             self.loader = self._loader()
