@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from hyrax.errors import HyraxError
-from hyrax.train import ddp, debug, lightning_ranks
+from hyrax.train import ddp, debug, lightning_ranks, precision
 from hyrax.train.lightning_parts import (
     as_lightning_data,
     hyrax_names,
@@ -45,7 +45,6 @@ from hyrax.train.lightning_ranks import train_rank  # noqa: F401  (run.py starts
 
 log = logging.getLogger("hyrax")
 CONTAINER_METHODS = ("create_model", "get_data_module")
-PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed", "64", "64-true", "bf16-true", "16-true")
 # train.* keys and the Trainer arguments they set (a container's own arguments yield to given keys).
 TRAINER_KEYS = {
     "train.epochs": "max_epochs",
@@ -242,7 +241,7 @@ def check_settings(train_cfg: Mapping[str, Any]) -> None:
                 fix="use train.device=cuda: each rank takes the GPU of its local rank",
             )
         ddp.check_devices(count, pick_device(device).type)
-    if str(train_cfg["precision"]) not in PRECISIONS:
+    if not precision.known(train_cfg["precision"]):
         raise HyraxError(
             f"train.precision '{train_cfg['precision']}' is not one Lightning's Trainer takes",
             key="train.precision",
@@ -352,12 +351,12 @@ def trainer_arguments(
     device = str(train_cfg["device"])
     kind, _, index = device.partition(":")
     accelerator = {"cuda": "gpu"}.get(kind, kind)
-    precision = str(train_cfg["precision"])
+    chosen = precision.normalise(train_cfg["precision"])  # Lightning's names, short ones spelled out
     args: dict[str, Any] = {
         "max_epochs": train_cfg["epochs"],
         "accelerator": accelerator,
         "devices": [int(index)] if index else train_cfg["devices"],
-        "precision": "32-true" if precision == "32" else precision,
+        "precision": "32-true" if chosen == "32" else chosen,
         "gradient_clip_val": train_cfg["grad_clip"],
         "accumulate_grad_batches": train_cfg["accumulate_grad_batches"],
         "log_every_n_steps": train_cfg["log_every_n_steps"],
