@@ -199,4 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Leave as multiprocessing's children do, without the interpreter's teardown: a started rank has
+    # written nothing that needs it, and tearing down torch's threads once aborted a rank at exit
+    # ("terminate called without an active exception").
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
