@@ -285,3 +285,27 @@ def test_a_crash_on_one_rank_fails_the_run_naming_that_rank(tmp_path):
     [run] = mlflow_runs(tmp_path)
     assert run.info.status == "FAILED" and "rank 1" in run.data.tags["hyrax.error"]
     assert not _rank_processes(out)
+
+
+def test_rank_settings_that_cannot_work_are_refused_naming_the_key(tmp_path, monkeypatch):
+    from hyrax.errors import HyraxError
+    from hyrax.train import ddp
+    from hyrax.train.components import pick_device
+
+    with pytest.raises(HyraxError, match="2 ranks need 2 GPUs, and 0 are visible") as err:
+        ddp.check_devices(2, "cuda")  # this machine has no GPU
+    assert err.value.key == "train.devices"
+    with pytest.raises(HyraxError, match="runs on CUDA GPUs or CPUs, not mps") as err:
+        ddp.check_devices(2, "mps")
+    assert err.value.fix == "use train.devices=1, or train.device=cpu"
+    with pytest.raises(HyraxError, match="device '2' is not available") as err:
+        pick_device("2")
+    assert err.value.key == "train.device" and "train.devices=2" in err.value.fix
+    # inside a Slurm step of two tasks each task is a rank: train.devices=2 on top is refused
+    for name, value in {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0", "SLURM_JOB_ID": "7"}.items():
+        monkeypatch.setenv(name, value)
+    config = {"train": {"devices": 2}}
+    refused = pytest.raises(HyraxError, match="inside a Slurm step of 2 tasks: each task is a rank")
+    with refused as err, ddp.started_ranks(config, tmp_path, []):
+        pass
+    assert err.value.key == "train.devices" and "tasks_per_node=N" in err.value.fix
